@@ -1,0 +1,77 @@
+"""Dominance, risk and capping: the arbitration of steps 5-9 of the rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .clusters import cluster_labels
+from .settings import TransferSettings
+from .spectral import quantile
+
+
+@dataclass
+class Arbitration:
+    """What the rule decided for one layer, in the p x p routing grid."""
+    k: int
+    n_clusters: int
+    labels: np.ndarray          # (k,) cluster of each top index
+    rowdom: torch.Tensor        # (p,) bool
+    coldom: torch.Tensor        # (p,) bool
+    capped: torch.Tensor        # (p, p) bool
+    n_candidates: int
+    threshold: float            # q_act quantile of the risk over candidates (nan if none)
+    risk: torch.Tensor          # risk scores of the candidates (1-D)
+    C_casa: torch.Tensor        # (p, p)
+
+
+def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k: int,
+              s: TransferSettings) -> Arbitration:
+    """Apply steps 4-9 to the routing matrices (in the tall orientation, p x p)."""
+    p = sigma.numel()
+    dev = C_lora.device
+    n_c, labels = cluster_labels(C_lora[:k, :k], sigma[:k], s.tau)
+    lab = torch.from_numpy(labels).to(dev)
+    onehot = torch.zeros(k, n_c, dtype=C_lora.dtype, device=dev)
+    onehot[torch.arange(k, device=dev), lab] = 1
+    size = onehot.sum(0)
+
+    # step 5: per-cluster mean receive / send strength of the drift
+    Cf_top = C_fft[:k, :k]
+    recv = (Cf_top.norm(dim=1) @ onehot) / (size + 1e-6)
+    send = (Cf_top.norm(dim=0) @ onehot) / (size + 1e-6)
+    recv_dom = recv >= quantile(recv, s.q_dom)
+    send_dom = send >= quantile(send, s.q_dom)
+
+    # step 6: whole dominant rows and columns
+    rowdom = torch.zeros(p, dtype=torch.bool, device=dev)
+    coldom = torch.zeros(p, dtype=torch.bool, device=dev)
+    rowdom[:k] = recv_dom[lab]
+    coldom[:k] = send_dom[lab]
+    dom = rowdom[:, None] | coldom[None, :]
+
+    # step 7: cluster-pair context (cosine of the two routings on each block)
+    Cl_top = C_lora[:k, :k]
+    num = onehot.T @ (Cl_top * Cf_top) @ onehot
+    nl = (onehot.T @ (Cl_top * Cl_top) @ onehot).sqrt()
+    nf = (onehot.T @ (Cf_top * Cf_top) @ onehot).sqrt()
+    cos = num / (nl * nf + 1e-8)
+    risk_all = (C_lora * C_fft).abs()
+    risk_all[:k, :k] *= cos[lab[:, None], lab[None, :]]
+
+    # step 8: candidates and the q_act threshold
+    cand = dom & (torch.sign(C_lora) == torch.sign(C_fft))
+    risk = risk_all[cand]
+    if risk.numel():
+        t = quantile(risk, s.q_act)
+        capped = cand & (risk_all > t)
+    else:
+        t = float("nan")
+        capped = torch.zeros_like(cand)
+
+    # step 9: arbitration
+    larger = torch.where(C_lora.abs() > C_fft.abs(), C_lora, C_fft)
+    C_casa = torch.where(capped, larger - C_fft, torch.where(dom, C_lora, C_lora - C_fft))
+    return Arbitration(k, n_c, labels, rowdom, coldom, capped, int(cand.sum()), t, risk, C_casa)

@@ -1,0 +1,183 @@
+"""The ``casa`` command line: a thin shell over casa_core's functions.
+
+Heavy imports (torch) happen inside the commands, so ``casa --version`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from . import __version__
+from .errors import Cancelled, CasaError
+
+
+def _add_sources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", help="base model: .safetensors file, sharded index.json or diffusers folder")
+    p.add_argument("--target", help="distilled target model (same kinds of path as --base)")
+    p.add_argument("--lora", help="LoRA trained on the base (.safetensors)")
+    p.add_argument("--demo", action="store_true", help="use the bundled tiny demo inputs")
+    p.add_argument("--layers", metavar="REGEX", help="only transfer layers whose canonical name matches")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="casa", description="Move a LoRA from a base video diffusion model "
+                                 "onto a distilled variant with CASA (closed form, no data, no training).")
+    ap.add_argument("--version", action="version", version=f"casa {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    c = sub.add_parser("convert", help="convert a LoRA for the distilled model")
+    _add_sources(c)
+    c.add_argument("--output", "-o", help="where to write the converted LoRA (.safetensors)")
+    c.add_argument("--method", choices=("casa", "direct"), default="casa",
+                   help="casa (default) or direct (plain reuse, the baseline)")
+    c.add_argument("--rank", default=None, help="output rank: N, or 'full' (exact); default: the input's rank")
+    c.add_argument("--tau", type=float, default=0.5, help="cluster linking threshold (default 0.5)")
+    c.add_argument("--q-dom", type=float, default=0.5, help="dominant-cluster quantile (default 0.5)")
+    c.add_argument("--q-act", type=float, default=0.85, help="capping quantile of the risk (default 0.85)")
+    c.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    c.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"))
+    c.add_argument("--format", dest="out_format", default="same", choices=("same", "comfy", "kohya", "diffusers"),
+                   help="output layout; 'same' keeps the input's layout and key names")
+    c.add_argument("--dtype", dest="out_dtype", default="same", choices=("same", "float32", "float16", "bfloat16"))
+    c.add_argument("--report", metavar="JSON", help="write per-layer figures to this JSON file")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    i = sub.add_parser("inspect", help="show what matches between the inputs (no SVD)")
+    _add_sources(i)
+    i.add_argument("--no-drift", action="store_true", help="skip reading weights for the drift column")
+    i.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return ap
+
+
+def _sources(args):
+    if args.demo:
+        from .resources import demo_inputs
+
+        d = demo_inputs()
+        for role in ("base", "target", "lora"):
+            if getattr(args, role) is None:
+                setattr(args, role, str(d[role]))
+    missing = [f"--{r}" for r in ("base", "target", "lora") if not getattr(args, r)]
+    if missing:
+        raise CasaError(f"missing {', '.join(missing)}", "give all three inputs, or --demo for the bundled demo")
+    from .pipeline import make_plan, open_sources
+
+    return make_plan(*open_sources(args.base, args.target, args.lora), layers=args.layers)
+
+
+class _Progress:
+    """A progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.t0 = time.perf_counter()
+        self.total = total
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="layer", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, i, total, res):
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(res.name, refresh=False)
+            self.bar.update(1)
+            return
+        el = time.perf_counter() - self.t0
+        eta = el / (i + 1) * (total - i - 1)
+        print(f"[{i + 1}/{total}] {res.name} {'x'.join(map(str, res.shape))} k={res.k} "
+              f"clusters={res.n_clusters} dominant={res.dominant_share:.2f} capped={res.n_capped} "
+              f"energy={res.energy_kept:.3f} {res.seconds:.2f}s eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_convert(args) -> int:
+    from .pipeline import convert
+    from .report import write_report
+    from .settings import RunOptions, TransferSettings, parse_rank
+
+    if args.output is None:
+        if not args.demo:
+            raise CasaError("missing --output", "give the path of the converted LoRA to write")
+        args.output = "casa-demo-output.safetensors"
+    settings = TransferSettings(args.method, args.tau, args.q_dom, args.q_act).validate()
+    options = RunOptions(rank=parse_rank(args.rank), device=args.device, precision=args.precision,
+                         out_format=args.out_format, out_dtype=args.out_dtype, layers=args.layers,
+                         view_size=0).validate()
+    plan = _sources(args)
+    cancel = threading.Event()
+    progress = _Progress(len(plan.layers), args.quiet)
+    try:
+        report = convert(plan, args.output, settings, options, cancel=cancel, on_result=progress)
+    finally:
+        progress.close()
+    if args.report:
+        write_report(report, args.report)
+    if not args.quiet:
+        t = report["totals"]
+        out = report["output"]
+        print(f"wrote {out['path']} ({out['format']}, {out['tensors']} tensors, {out['bytes'] / 1e6:.1f} MB): "
+              f"{t['layers']} layers in {t['seconds']:.1f}s, {len(report['passthrough_keys'])} keys passed through, "
+              f"mean energy kept {t['mean_energy_kept']:.3f}", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import json
+
+    from .drift import layer_drift
+
+    plan = _sources(args)
+    desc = plan.describe()
+    if not args.no_drift:
+        for row, lp in zip(desc["layers"], plan.layers, strict=False):
+            row["drift"] = layer_drift(plan, lp)
+    if args.json:
+        print(json.dumps(desc, indent=1))
+        return 0
+    print(f"base    {desc['base']['source']}  ({desc['base']['layout']} layout)")
+    print(f"target  {desc['target']['source']}  ({desc['target']['layout']} layout)")
+    print(f"lora    {desc['lora']['source']}  ({desc['lora']['format']} format, {desc['lora']['pairs']} pairs)")
+    print(f"\n{len(plan.layers)} layers will transfer:")
+    print(f"  {'layer':<28} {'shape':>12} {'rank':>5} {'scale':>8} {'drift':>8}")
+    for row in desc["layers"]:
+        drift = f"{row['drift']:.4f}" if "drift" in row else "-"
+        print(f"  {row['module']:<28} {'x'.join(map(str, row['shape'])):>12} {row['rank']:>5} "
+              f"{row['scale']:>8.4g} {drift:>8}")
+    if desc["passed_through"]:
+        print(f"\n{len(desc['passed_through'])} LoRA layers pass through unchanged:")
+        for p in desc["passed_through"]:
+            print(f"  {p['prefix']}: {p['reason']}")
+    if desc["other_keys"]:
+        print(f"\n{len(desc['other_keys'])} other keys pass through unchanged (diff, diff_b, ...):")
+        for k in desc["other_keys"][:20]:
+            print(f"  {k}")
+        if len(desc["other_keys"]) > 20:
+            print(f"  ... and {len(desc['other_keys']) - 20} more")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"convert": cmd_convert, "inspect": cmd_inspect}[args.command](args)
+    except CasaError as exc:
+        print(f"casa: error: {exc}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("casa: cancelled; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

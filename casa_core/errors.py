@@ -1,0 +1,14 @@
+"""The one exception type the CLI and the GUI show to users as a single line."""
+
+
+class CasaError(Exception):
+    """A problem with the user's inputs or settings: says what is wrong and what to do."""
+
+    def __init__(self, what: str, todo: str = ""):
+        self.what = what
+        self.todo = todo
+        super().__init__(f"{what}. {todo}".strip() if todo else what)
+
+
+class Cancelled(Exception):
+    """The run was cancelled between two layers; nothing was written."""

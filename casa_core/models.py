@@ -1,0 +1,106 @@
+"""Model checkpoints (base and distilled target) seen through canonical Wan names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import names
+from .errors import CasaError
+from .tensorstore import TensorStore
+
+LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", "lora_unet_", ".hada_w1", ".lokr_w1")
+
+
+def looks_like_lora(keys) -> bool:
+    """True when tensor names are those of a LoRA rather than of a model."""
+    keys = list(keys)
+    hits = sum(any(m in k for m in LORA_MARKERS) for k in keys)
+    return bool(keys) and hits >= max(1, len(keys) // 4)
+
+
+def weight_files(path: Path, role: str) -> list[Path]:
+    """The safetensors files that hold a model given as a file, index or folder."""
+    if not path.exists():
+        raise CasaError(f"{role} path {path} does not exist", "check the path")
+    if path.is_dir():
+        if (path / "model_index.json").is_file() and (path / "transformer").is_dir():
+            path = path / "transformer"
+        indexes = sorted(path.glob("*.safetensors.index.json"))
+        if indexes:
+            return _index_files(indexes[0], role)
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise CasaError(f"{role} folder {path} holds no .safetensors weights",
+                            "pick the model file, its index.json, or a diffusers folder")
+        return files
+    if path.name.endswith(".json"):
+        return _index_files(path, role)
+    if path.suffix != ".safetensors":
+        raise CasaError(f"{role} file {path.name} is not a .safetensors file",
+                        "convert it to safetensors or pick the .safetensors weights")
+    return [path]
+
+
+def _index_files(index: Path, role: str) -> list[Path]:
+    try:
+        wm = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CasaError(f"{role} index {index} is not a valid safetensors index",
+                        "re-download the model's index.json") from None
+    files = sorted({index.parent / f for f in wm.values()})
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CasaError(f"{role} shard {missing[0]} named in {index.name} is missing",
+                        "download every shard of the model")
+    return files
+
+
+class ModelSource:
+    """A base or target model: lazy tensors under canonical names."""
+
+    def __init__(self, path, role: str = "model", identity: str | None = None):
+        self.path = Path(path)
+        self.role = role
+        self.identity = identity or str(path)
+        self.store = TensorStore(weight_files(self.path, role))
+        raw = list(self.store.keys())
+        if not raw:
+            raise CasaError(f"{role} {self.path} holds no tensors", "pick the model's weights")
+        if looks_like_lora(raw):
+            raise CasaError(f"{self.path} looks like a LoRA, not a {role} model",
+                            "pass it as --lora and give the model checkpoint here")
+        self.prefix = names.common_prefix(raw)
+        stripped = [k[len(self.prefix):] for k in raw]
+        self.diffusers = any(names.is_diffusers_name(k) for k in stripped)
+        self.layout = "diffusers" if self.diffusers else "original"
+        self._keys = {names.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
+
+    def __contains__(self, ckey: str) -> bool:
+        return ckey in self._keys
+
+    def raw_key(self, ckey: str) -> str:
+        return self._keys[ckey]
+
+    def canonical_keys(self):
+        return self._keys.keys()
+
+    def shape(self, ckey: str) -> tuple[int, ...]:
+        return self.store.shape(self._keys[ckey])
+
+    def dtype(self, ckey: str) -> str:
+        return self.store.infos[self._keys[ckey]].dtype
+
+    def modules(self) -> list[str]:
+        """Canonical module names that own a ``.weight``."""
+        return [k[: -len(".weight")] for k in self._keys if k.endswith(".weight")]
+
+    def read(self, ckey: str):
+        """One tensor, as stored, on the CPU; NaN or Inf is refused."""
+        import torch
+
+        t = self.store.read(self._keys[ckey])
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CasaError(f"{self.role} tensor {self._keys[ckey]} in {self.path} holds NaN or Inf",
+                            "the checkpoint is damaged; re-download it")
+        return t

@@ -1,0 +1,253 @@
+"""Plan a transfer (no math), then stream it one layer at a time.
+
+The same functions serve the CLI and the GUI: ``make_plan`` matches the three
+sources, ``iter_transfer`` yields one ``LayerResult`` per layer and honours a
+cancel flag between layers, ``export.write_lora`` writes the file.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import names
+from .engine import LayerResult, analyze, conclude, direct
+from .errors import Cancelled, CasaError
+from .lora import LoraPair, LoraSource
+from .models import ModelSource
+from .settings import RunOptions, TransferSettings
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer the rule will transfer."""
+    module: str                 # canonical name
+    pair: LoraPair
+    shape: tuple[int, int]
+
+    @property
+    def rank(self) -> int:
+        return self.pair.rank
+
+    @property
+    def scale(self) -> float:
+        return self.pair.scale
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """A LoRA pair that is copied unchanged, and why."""
+    prefix: str
+    module: str | None
+    reason: str
+
+
+@dataclass
+class Plan:
+    base: ModelSource
+    target: ModelSource
+    lora: LoraSource
+    layers: list[LayerPlan]
+    passed: list[PassThrough] = field(default_factory=list)
+
+    @property
+    def passthrough_keys(self) -> list[str]:
+        """Every LoRA key that goes to the output unchanged."""
+        planned = {k for lp in self.layers for k in lp.pair.keys}
+        return [k for k in self.lora.store.keys() if k not in planned]
+
+    def describe(self) -> dict:
+        return {
+            "base": {"source": self.base.identity, "layout": self.base.layout},
+            "target": {"source": self.target.identity, "layout": self.target.layout},
+            "lora": {"source": self.lora.identity, "format": self.lora.format, "pairs": len(self.lora.pairs)},
+            "layers": [{"module": lp.module, "lora_prefix": lp.pair.prefix, "shape": list(lp.shape),
+                        "rank": lp.rank, "scale": lp.scale} for lp in self.layers],
+            "passed_through": [{"prefix": p.prefix, "module": p.module, "reason": p.reason} for p in self.passed],
+            "other_keys": list(self.lora.other_keys),
+        }
+
+
+def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: str | None = None) -> Plan:
+    """Match the LoRA's pairs to layers both models hold; refuse inputs that cannot fit."""
+    _check_models_agree(base, target)
+    try:
+        pattern = re.compile(layers) if layers else None
+    except re.error as exc:
+        raise CasaError(f"--layers {layers!r} is not a valid regular expression ({exc})",
+                        "e.g. --layers 'blocks\\.(0|1)\\.'") from None
+    kohya = names.underscore_index(base.modules())
+    planned: list[LayerPlan] = []
+    passed: list[PassThrough] = []
+    unmatched = misfit = 0
+    first_misfit = None
+    for pair in lora.pairs:
+        module = lora.module_for(pair, kohya)
+        wkey = f"{module}.weight"
+        if module is None or wkey not in base:
+            unmatched += 1
+            passed.append(PassThrough(pair.prefix, module, "no layer of that name in the base model"))
+            continue
+        shape = base.shape(wkey)
+        if (pair.out_features, pair.in_features) != (shape[0], _prod(shape[1:])):
+            misfit += 1
+            first_misfit = first_misfit or (module, pair, shape)
+            continue
+        if len(shape) != 2 or not names.is_transferable(module):
+            passed.append(PassThrough(pair.prefix, module, "not a 2-D linear weight the rule applies to"))
+            continue
+        if wkey not in target:
+            passed.append(PassThrough(pair.prefix, module, "the target model lacks this layer"))
+            continue
+        if pattern and not pattern.search(module):
+            passed.append(PassThrough(pair.prefix, module, "excluded by --layers"))
+            continue
+        planned.append(LayerPlan(module, pair, (shape[0], shape[1])))
+    if first_misfit:
+        module, pair, shape = first_misfit
+        raise CasaError(f"LoRA shapes do not fit the base model: {module} is {pair.out_features}x{pair.in_features} "
+                        f"in the LoRA but {'x'.join(map(str, shape))} in the base ({misfit} layers differ)",
+                        "this LoRA was trained for another model size; pick the matching base and target")
+    if not planned:
+        if unmatched == len(lora.pairs):
+            raise CasaError(f"the LoRA matches no layer of the base model (first LoRA layer: {lora.pairs[0].prefix})",
+                            "it is probably for another model family (SDXL, a text encoder); pick a Wan2.1 LoRA")
+        raise CasaError("no LoRA layer is left to transfer (all pass through)",
+                        "check --layers and that the target holds the LoRA's layers")
+    return Plan(base, target, lora, planned, passed)
+
+
+def _prod(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= d
+    return out
+
+
+def _check_models_agree(base: ModelSource, target: ModelSource) -> None:
+    shared = [k for k in base.canonical_keys() if k in target]
+    if not shared:
+        raise CasaError("the base and target models share no layer names",
+                        "pick a target distilled from this base (same architecture)")
+    for k in shared:
+        if base.shape(k) != target.shape(k):
+            raise CasaError(f"base and target differ in shape at {k}: {list(base.shape(k))} vs {list(target.shape(k))}",
+                            "pick a base and a target of the same model size")
+
+
+def resolve_device(name: str):
+    """'auto' -> the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if name in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CasaError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CasaError(f"device {name} asked for, but no CUDA device is available", "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CasaError(f"device {name} does not exist ({torch.cuda.device_count()} CUDA devices)",
+                            "use cuda:0 or --device auto")
+    elif dev.type != "cpu":
+        raise CasaError(f"unsupported device {name!r}", "use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def _read_layer(plan: Plan, lp: LayerPlan):
+    wkey = f"{lp.module}.weight"
+    return (plan.base.read(wkey), plan.target.read(wkey),
+            plan.lora.read(lp.pair.up_key), plan.lora.read(lp.pair.down_key))
+
+
+def iter_transfer(plan: Plan, settings: TransferSettings, options: RunOptions,
+                  cancel: threading.Event | None = None) -> Iterator[LayerResult]:
+    """Yield one LayerResult per planned layer; raise Cancelled when ``cancel`` is set.
+
+    The next layer is read from disk while this one is computed, so at most two
+    layers' weights are held at a time.
+    """
+    import torch
+
+    settings.validate()
+    options.validate()
+    device = resolve_device(options.device)
+    exact = options.precision == "float64"
+    dtype = torch.float64 if exact else torch.float32
+    pattern_overrides = options.overrides or {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
+        pending = pool.submit(_read_layer, plan, plan.layers[0]) if plan.layers else None
+        for i, lp in enumerate(plan.layers):
+            if cancel is not None and cancel.is_set():
+                pending.cancel()
+                raise Cancelled()
+            t0 = time.perf_counter()
+            W_s, W_t, B, A = pending.result()
+            t_read = time.perf_counter() - t0
+            if i + 1 < len(plan.layers):
+                pending = pool.submit(_read_layer, plan, plan.layers[i + 1])
+            s = pattern_overrides.get(lp.module, settings)
+            try:
+                if s.method == "direct":
+                    res = direct(lp.module, B, A, lp.scale, options.rank, s)
+                else:
+                    state = analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=dtype, device=device,
+                                    exact=exact, spectra=options.spectra)
+                    res = conclude(state, s, options.rank, options.view_size)
+                    del state
+            except torch.cuda.OutOfMemoryError:
+                raise CasaError(f"the GPU ran out of memory on {lp.module}",
+                                "use --device cpu, or close other programs using the GPU") from None
+            res.stages = {"read": t_read, **res.stages}
+            del W_s, W_t, B, A
+            yield res
+
+
+def open_sources(base, target, lora) -> tuple[ModelSource, ModelSource, LoraSource]:
+    """Open the three inputs lazily (headers only)."""
+    return ModelSource(base, "base"), ModelSource(target, "target"), LoraSource(lora)
+
+
+def convert(plan: Plan, output, settings: TransferSettings, options: RunOptions, *,
+            cancel: threading.Event | None = None, on_result=None) -> dict:
+    """Run the whole transfer and write ``output``; returns the run report.
+
+    ``on_result(index, total, result)`` is called after each layer. A cancel or an
+    error leaves nothing at ``output``.
+    """
+    from .export import check_output, sha256_file, write_lora
+    from .report import build_report
+
+    settings.validate()
+    options.validate()
+    inputs = [plan.lora.path, *plan.base.store.files, *plan.target.store.files]
+    check_output(output, inputs)
+    t0 = time.perf_counter()
+    results: dict[str, LayerResult] = {}
+    total = len(plan.layers)
+    for i, res in enumerate(iter_transfer(plan, settings, options, cancel)):
+        # the views are for the GUI; the written file needs only the factors
+        res.views = None
+        results[res.name] = res
+        if on_result is not None:
+            on_result(i, total, res)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    provenance = {
+        "method": settings.method, "settings": settings.to_dict(),
+        "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
+        "rank": str(options.rank or "same as input"), "precision": options.precision,
+        "lora_sha256": sha256_file(plan.lora.path),
+        "base": plan.base.identity, "target": plan.target.identity, "lora": plan.lora.identity,
+    }
+    info = write_lora(plan, results, output, out_format=options.out_format, out_dtype=options.out_dtype,
+                      provenance=provenance)
+    device = str(resolve_device(options.device))
+    return build_report(plan, list(results.values()), settings, options, info,
+                        time.perf_counter() - t0, device)

@@ -1,0 +1,43 @@
+"""The run report: the plan, every layer's figures, and totals, as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from . import __version__
+
+
+def build_report(plan, results, settings, options, export=None, seconds: float | None = None,
+                 device: str | None = None) -> dict:
+    layers = {r.name: r.figures() for r in results}
+    energies = [r.energy_kept for r in results]
+    return {
+        "app": "casa-studio", "version": __version__,
+        "settings": settings.to_dict(),
+        "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
+        "options": {"rank": options.rank, "device": device or options.device, "precision": options.precision,
+                    "format": options.out_format, "dtype": options.out_dtype, "layers": options.layers},
+        "inputs": plan.describe() | {"layers": None},
+        "layers": layers,
+        "passed_through": [{"prefix": p.prefix, "module": p.module, "reason": p.reason} for p in plan.passed],
+        "passthrough_keys": plan.passthrough_keys,
+        "totals": {
+            "layers": len(results), "seconds": seconds,
+            "min_energy_kept": min(energies) if energies else None,
+            "mean_energy_kept": sum(energies) / len(energies) if energies else None,
+            "capped": sum(r.n_capped for r in results),
+        },
+        "output": None if export is None else {"path": str(export.path), "bytes": export.bytes,
+                                               "tensors": export.tensors, "format": export.format},
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def write_report(report: dict, path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=False, default=str))
+    os.replace(tmp, path)

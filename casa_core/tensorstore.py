@@ -1,0 +1,110 @@
+"""Lazy, read-one-tensor-at-a-time access to safetensors files.
+
+Only headers are read up front. Each tensor is read on request through a
+``safe_open`` that is closed again at once, so no mapping of a multi-GB file
+stays in the process and memory does not grow with model size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CasaError
+
+# safetensors dtype tags -> bytes per element (for size figures without torch)
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives and what it looks like, read from a header."""
+    file: Path
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = _DTYPE_BYTES.get(self.dtype, 4)
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse a safetensors header: tensor infos and the ``__metadata__`` map.
+
+    Raises CasaError for an empty, truncated or non-safetensors file.
+    """
+    path = Path(path)
+    bad = CasaError(f"{path} is not a readable safetensors file (empty, truncated or another format)",
+                    "re-download it or pick the right file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise bad
+            (n,) = struct.unpack("<Q", raw)
+            if n <= 1 or n > min(size - 8, 100_000_000):
+                raise bad
+            header = json.loads(fh.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        if isinstance(exc, PermissionError):
+            raise CasaError(f"cannot read {path}: permission denied", "check the file's permissions") from None
+        raise bad from None
+    if not isinstance(header, dict):
+        raise bad
+    meta = header.pop("__metadata__", None) or {}
+    infos: dict[str, TensorInfo] = {}
+    end = 0
+    for key, h in header.items():
+        try:
+            start, stop = h["data_offsets"]
+            infos[key] = TensorInfo(path, key, h["dtype"], tuple(int(d) for d in h["shape"]))
+        except (KeyError, TypeError, ValueError):
+            raise bad from None
+        end = max(end, stop)
+    if 8 + n + end > size:
+        raise CasaError(f"{path} is truncated ({size} bytes, its header promises {8 + n + end})",
+                        "re-download the file")
+    return infos, {str(k): str(v) for k, v in meta.items()}
+
+
+class TensorStore:
+    """A set of safetensors files seen as one lazy ``key -> tensor`` map."""
+
+    def __init__(self, files):
+        self.files = [Path(f) for f in files]
+        self.infos: dict[str, TensorInfo] = {}
+        self.metadata: dict[str, str] = {}
+        for f in self.files:
+            infos, meta = read_header(f)
+            self.infos.update(infos)
+            self.metadata.update(meta)
+
+    def keys(self):
+        return self.infos.keys()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.infos
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.infos[key].shape
+
+    def read(self, key: str):
+        """Read one tensor as stored (its own dtype), on the CPU."""
+        from safetensors import safe_open
+
+        info = self.infos[key]
+        try:
+            with safe_open(os.fspath(info.file), framework="pt") as fh:
+                return fh.get_tensor(key)
+        except Exception as exc:  # safetensors raises its own error types
+            raise CasaError(f"cannot read tensor {key} from {info.file}: {exc}",
+                            "the file may be damaged; re-download it") from None

@@ -1,0 +1,1 @@
+"""CASA Studio desktop app (PySide6 + pyqtgraph) over casa_core."""
