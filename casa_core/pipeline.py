@@ -214,6 +214,36 @@ def open_sources(base, target, lora) -> tuple[ModelSource, ModelSource, LoraSour
     return ModelSource(base, "base"), ModelSource(target, "target"), LoraSource(lora)
 
 
+def layer_state(plan: Plan, lp: LayerPlan, options: RunOptions):
+    """Read one planned layer and run the expensive analysis (for re-arbitration in the GUI)."""
+    import torch
+
+    exact = options.precision == "float64"
+    W_s, W_t, B, A = _read_layer(plan, lp)
+    return analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=torch.float64 if exact else torch.float32,
+                   device=resolve_device(options.device), exact=exact, spectra=options.spectra)
+
+
+def export_results(plan: Plan, results: dict[str, LayerResult], output, settings: TransferSettings,
+                   options: RunOptions):
+    """Write converted layers (canonical module -> LayerResult) with provenance; atomic."""
+    from .export import check_output, sha256_file, write_lora
+
+    check_output(output, [plan.lora.path, *plan.base.store.files, *plan.target.store.files])
+    missing = [lp.module for lp in plan.layers if lp.module not in results]
+    if missing:
+        raise CasaError(f"{len(missing)} layers have no result yet (first: {missing[0]})", "run the conversion first")
+    provenance = {
+        "method": settings.method, "settings": settings.to_dict(),
+        "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
+        "rank": str(options.rank or "same as input"), "precision": options.precision,
+        "lora_sha256": sha256_file(plan.lora.path),
+        "base": plan.base.identity, "target": plan.target.identity, "lora": plan.lora.identity,
+    }
+    return write_lora(plan, results, output, out_format=options.out_format, out_dtype=options.out_dtype,
+                      provenance=provenance)
+
+
 def convert(plan: Plan, output, settings: TransferSettings, options: RunOptions, *,
             cancel: threading.Event | None = None, on_result=None) -> dict:
     """Run the whole transfer and write ``output``; returns the run report.
@@ -221,13 +251,12 @@ def convert(plan: Plan, output, settings: TransferSettings, options: RunOptions,
     ``on_result(index, total, result)`` is called after each layer. A cancel or an
     error leaves nothing at ``output``.
     """
-    from .export import check_output, sha256_file, write_lora
+    from .export import check_output
     from .report import build_report
 
     settings.validate()
     options.validate()
-    inputs = [plan.lora.path, *plan.base.store.files, *plan.target.store.files]
-    check_output(output, inputs)
+    check_output(output, [plan.lora.path, *plan.base.store.files, *plan.target.store.files])
     t0 = time.perf_counter()
     results: dict[str, LayerResult] = {}
     total = len(plan.layers)
@@ -239,15 +268,7 @@ def convert(plan: Plan, output, settings: TransferSettings, options: RunOptions,
             on_result(i, total, res)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-    provenance = {
-        "method": settings.method, "settings": settings.to_dict(),
-        "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
-        "rank": str(options.rank or "same as input"), "precision": options.precision,
-        "lora_sha256": sha256_file(plan.lora.path),
-        "base": plan.base.identity, "target": plan.target.identity, "lora": plan.lora.identity,
-    }
-    info = write_lora(plan, results, output, out_format=options.out_format, out_dtype=options.out_dtype,
-                      provenance=provenance)
+    info = export_results(plan, results, output, settings, options)
     device = str(resolve_device(options.device))
     return build_report(plan, list(results.values()), settings, options, info,
                         time.perf_counter() - t0, device)
