@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, names
+from . import __version__, names, stwriter
 from .errors import CasaError
 from .lora import KOHYA_PREFIXES
 
@@ -37,8 +37,11 @@ def check_output(output: Path, inputs) -> None:
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise CasaError(f"output folder {parent} does not exist", "create it or pick another output path")
-    if not os.access(parent, os.W_OK):
-        raise CasaError(f"output folder {parent} cannot be written", "pick a folder you can write to")
+    try:  # a real probe: permissions, read-only mounts and full disks all show here
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError:
+        raise CasaError(f"output folder {parent} cannot be written", "pick a folder you can write to") from None
     out = output.resolve()
     for src in inputs:
         if src is None:
@@ -115,8 +118,6 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
     Nothing is left at ``output`` or beside it if writing fails.
     """
     import torch
-    from safetensors.torch import save_file
-
     output = Path(output)
     fmt = out_format
     layout = plan.lora.format if fmt == "same" else fmt
@@ -144,7 +145,7 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": architecture(plan),
         "modelspec.implementation": "casa-studio",
-        "modelspec.title": output.stem,
+        "modelspec.title": plan.lora.metadata.get("modelspec.title", plan.lora.path.stem),
         "casa.version": __version__,
         "casa.layout": layout,
     }
@@ -162,15 +163,15 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
         meta["ss_network_alpha"] = str(r)
     for k, v in (provenance or {}).items():
         meta[f"casa.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-    return _atomic_save(tensors, meta, output, layout, save_file)
+    return _atomic_save(tensors, meta, output, layout)
 
 
-def _atomic_save(tensors, meta, output: Path, layout: str, save_file) -> ExportInfo:
+def _atomic_save(tensors, meta, output: Path, layout: str) -> ExportInfo:
     fd, tmp = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".",
                                prefix=f".{output.name}.", suffix=".part")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        stwriter.save(tensors, tmp, meta)
         os.replace(tmp, output)
     except BaseException as exc:
         try:
