@@ -1,0 +1,116 @@
+"""The Override panel: thresholds for the selected layer only, or for all layers; the list of overrides."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from casa_core.errors import CasaError
+from casa_core.settings import TransferSettings
+
+from .settings_panel import TIPS, threshold_spin
+
+
+class OverridePanel(QGroupBox):
+    """Edits tau, q_dom, q_act; applies them to one layer or as the global settings."""
+
+    apply_layer = Signal(str, object)      # module, TransferSettings
+    apply_all = Signal(object)             # TransferSettings
+    remove = Signal(str)                   # module
+
+    def __init__(self, parent=None):
+        super().__init__("3 · Override", parent)
+        self.module: str | None = None
+        self.base = TransferSettings()
+        self.layer_label = QLabel("Select a layer (after a run) to tune it alone.")
+        self.layer_label.setWordWrap(True)
+        self.tau = threshold_spin(0.5, 100.0, TIPS["tau"])
+        self.q_dom = threshold_spin(0.5, 1.0, TIPS["q_dom"])
+        self.q_act = threshold_spin(0.85, 1.0, TIPS["q_act"])
+        form = QFormLayout()
+        form.addRow("τ (tau)", self.tau)
+        form.addRow("q_dom", self.q_dom)
+        form.addRow("q_act", self.q_act)
+        self.layer_btn = QPushButton("Apply to this layer")
+        self.layer_btn.setToolTip("Re-arbitrate the selected layer from its cached spectra (no new SVD)")
+        self.all_btn = QPushButton("Apply to all layers")
+        self.all_btn.setToolTip("Make these the global thresholds and rerun every layer without an override")
+        self.layer_btn.clicked.connect(self._apply_layer)
+        self.all_btn.clicked.connect(lambda: self.apply_all.emit(self.values()))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.layer_btn)
+        buttons.addWidget(self.all_btn)
+        self.list = QListWidget()
+        self.list.setToolTip("Per-layer overrides; they go into the run report and the output's metadata")
+        self.list.setMaximumHeight(110)
+        self.remove_btn = QPushButton("Remove override")
+        self.remove_btn.clicked.connect(self._remove)
+        self.list.itemSelectionChanged.connect(
+            lambda: self.remove_btn.setEnabled(bool(self.list.selectedItems()) and self._enabled))
+        self.remove_btn.setEnabled(False)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.layer_label)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(QLabel("Per-layer overrides:"))
+        lay.addWidget(self.list)
+        lay.addWidget(self.remove_btn)
+        self._enabled = True
+        self.set_layer(None, TransferSettings(), False)
+
+    def values(self) -> TransferSettings:
+        return self.base.with_(tau=self.tau.value(), q_dom=self.q_dom.value(), q_act=self.q_act.value())
+
+    def set_layer(self, module: str | None, settings: TransferSettings, has_result: bool,
+                  overridden: bool = False) -> None:
+        """Show the selected layer and the thresholds it runs with."""
+        self.module = module
+        self.base = settings
+        for w, v in ((self.tau, settings.tau), (self.q_dom, settings.q_dom), (self.q_act, settings.q_act)):
+            w.setValue(v)
+        if module is None:
+            self.layer_label.setText("Select a layer (after a run) to tune it alone.")
+        else:
+            self.layer_label.setText(f"<b>{module}</b>" + (" (overridden)" if overridden else ""))
+        self._layer_ok = module is not None and has_result and settings.method == "casa"
+        self._refresh_enabled()
+
+    def set_enabled(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._refresh_enabled()
+
+    def _refresh_enabled(self) -> None:
+        self.layer_btn.setEnabled(self._enabled and getattr(self, "_layer_ok", False))
+        self.all_btn.setEnabled(self._enabled)
+        self.remove_btn.setEnabled(self._enabled and bool(self.list.selectedItems()))
+
+    def set_overrides(self, overrides: dict[str, TransferSettings]) -> None:
+        self.list.clear()
+        for module, s in sorted(overrides.items()):
+            item = QListWidgetItem(f"{module}: τ {s.tau:g} · q_dom {s.q_dom:g} · q_act {s.q_act:g}")
+            item.setData(Qt.ItemDataRole.UserRole, module)
+            self.list.addItem(item)
+        self._refresh_enabled()
+
+    def _apply_layer(self) -> None:
+        if self.module is None:
+            return
+        try:
+            s = self.values()
+        except CasaError as exc:
+            self.layer_label.setText(str(exc))
+            return
+        self.apply_layer.emit(self.module, s)
+
+    def _remove(self) -> None:
+        for item in self.list.selectedItems():
+            self.remove.emit(item.data(Qt.ItemDataRole.UserRole))

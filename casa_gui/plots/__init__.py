@@ -1,0 +1,1 @@
+"""Views of one layer (routing heatmaps, cluster map, spectra, risk) drawn with pyqtgraph."""

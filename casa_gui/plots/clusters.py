@@ -1,0 +1,119 @@
+"""The cluster map: top-k routing reordered by cluster, boundaries drawn, a strip coloured by cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QHBoxLayout, QLabel
+
+from .. import theme
+from .common import (
+    PlotPage,
+    add_strip,
+    block_text,
+    cluster_colors,
+    diverging_map,
+    matrix_plot,
+    png_export,
+    set_matrix,
+    strip_rgba,
+    symmetric_level,
+)
+
+PANELS = (("c_lora", "C_lora by cluster"), ("c_casa", "C_casa by cluster"))
+
+
+class ClusterView(PlotPage):
+    def __init__(self, parent=None):
+        self.glw = pg.GraphicsLayoutWidget()
+        super().__init__(self.glw, "Run a conversion, then pick a layer to see its clusters.", parent)
+        self.plots, self.images = [], []
+        for col, (_k, title) in enumerate(PANELS):
+            p, img = matrix_plot(title)
+            p.setLabel("bottom", "position in cluster order")
+            p.setLabel("left", "position in cluster order" if col == 0 else "")
+            if col:
+                p.setXLink(self.plots[0])
+                p.setYLink(self.plots[0])
+            self.glw.addItem(p, 0, col)
+            self.plots.append(p)
+            self.images.append(img)
+        self.bar = pg.ColorBarItem(values=(-1, 1), colorMap=diverging_map(), interactive=False, width=14,
+                                   label="routing value")
+        self.bar.setImageItem(self.images)
+        self.glw.addItem(self.bar, 0, len(PANELS))
+        self.info = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(self.info, 1)
+        self.body.insertLayout(0, row)
+        self.glw.scene().sigMouseMoved.connect(self._hover)
+        self._extra: list = []
+        self.result = None
+
+    def set_result(self, res) -> None:
+        self.result = res
+        if res is None:
+            self.show_message("Run a conversion, then pick a layer to see its clusters.")
+            return
+        if res.views is None:
+            self.show_message(f"{res.name}: the direct method does not cluster; there is no map to show.")
+            return
+        self.show_view()
+        views = res.views
+        v = views.clustered
+        k = views.k
+        order = v.index if v.index is not None else np.arange(k)
+        sorted_labels = views.labels[order]
+        level = symmetric_level(v.c_lora, v.c_casa)
+        for img, (key, _t) in zip(self.images, PANELS, strict=True):
+            set_matrix(img, getattr(v, key), v.step, level)
+        self.bar.setLevels((-level, level))
+        for p, item in self._extra:
+            p.removeItem(item)
+        self._extra = []
+        # relabel clusters by first appearance so neighbouring clusters get distinct colours
+        _, first = np.unique(sorted_labels, return_index=True)
+        rank = {lab: i for i, lab in enumerate(sorted_labels[np.sort(first)])}
+        codes = np.array([rank[x] for x in sorted_labels])
+        colors = cluster_colors(len(rank))
+        rgba = strip_rgba(codes, colors)
+        cuts = np.nonzero(np.diff(codes))[0] + 1
+        pen = pg.mkPen(theme.current().foreground, width=1.2)
+        for p in self.plots:
+            self._extra.append((p, add_strip(p, rgba, k, "left")))
+            self._extra.append((p, add_strip(p, rgba, k, "top")))
+            if cuts.size:
+                xs = np.repeat(cuts, 2).astype(float)
+                ends = np.tile([0.0, float(k)], cuts.size)
+                for x, y in ((xs, ends), (ends, xs)):
+                    line = pg.PlotCurveItem(x=x, y=y, connect="pairs", pen=pen)
+                    p.addItem(line)
+                    self._extra.append((p, line))
+        self.plots[0].autoRange(padding=0.02)
+        sizes = np.bincount(codes)
+        self.info.setText(f"{res.name}: top {k} directions in {res.n_clusters} clusters "
+                          f"(largest {int(sizes.max())}, singletons {int((sizes == 1).sum())}); "
+                          f"τ = {res.settings.tau:g}")
+
+    def _hover(self, pos) -> None:
+        res = self.result
+        if res is None or res.views is None or not self.showing_view:
+            return
+        v = res.views.clustered
+        for (key, title), p in zip(PANELS, self.plots, strict=True):
+            if not p.sceneBoundingRect().contains(pos):
+                continue
+            pt = p.vb.mapSceneToView(pos)
+            arr = getattr(v, key)
+            r, c = int(pt.y() // v.step), int(pt.x() // v.step)
+            if 0 <= r < arr.shape[0] and 0 <= c < arr.shape[1]:
+                text = block_text(title.split(" ")[0], r, c, v.step, float(arr[r, c]), index=v.index,
+                                  n=res.views.k)
+                if v.step == 1 and v.index is not None:
+                    labs = res.views.labels
+                    text += f"  clusters {labs[v.index[r]]} / {labs[v.index[c]]}"
+                self.hover.setText(text)
+            return
+
+    def export_png(self, path, width=None):
+        return png_export(self.glw.scene(), path, width)

@@ -1,0 +1,135 @@
+"""What every plot shares: the diverging colour map, matrix images, strips, hover text, PNG export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.exporters
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QLabel, QStackedLayout, QVBoxLayout, QWidget
+
+from .. import theme
+
+DIVERGING = "CET-D1A"     # blue - white - red, white at zero
+
+
+def diverging_map() -> pg.ColorMap:
+    return pg.colormap.get(DIVERGING)
+
+
+def symmetric_level(*arrays) -> float:
+    """One level L for all arrays, so -L..L is symmetric around 0 and shared by the panels."""
+    m = max((float(np.nanmax(np.abs(a))) for a in arrays if a is not None and a.size), default=0.0)
+    return m if m > 0 else 1e-12
+
+
+def matrix_plot(title: str) -> tuple[pg.PlotItem, pg.ImageItem]:
+    """A plot holding one matrix image: rows down, columns right, square pixels."""
+    p = pg.PlotItem(title=title)
+    img = pg.ImageItem(axisOrder="row-major")
+    p.addItem(img)
+    p.invertY(True)
+    p.setAspectLocked(True)
+    p.setLabel("bottom", "column j")
+    p.setLabel("left", "row i")
+    p.hideButtons()
+    return p, img
+
+
+def set_matrix(img: pg.ImageItem, arr: np.ndarray, step: int, level: float, extent: int | None = None) -> None:
+    """Show a pooled array with symmetric levels; ``setRect`` maps pixels to real indices."""
+    a = np.ascontiguousarray(arr, dtype=np.float32)
+    img.setImage(a, levels=(-level, level), autoLevels=False)
+    h, w = a.shape
+    img.setRect(QRectF(0, 0, w * step, h * step))
+
+
+def strip_rgba(values: np.ndarray, colors: list[QColor]) -> np.ndarray:
+    """(n,) integer codes -> (1, n, 4) uint8 image; code -1 is transparent."""
+    out = np.zeros((1, values.size, 4), dtype=np.uint8)
+    for code in np.unique(values):
+        if code < 0:
+            continue
+        c = colors[int(code) % len(colors)]
+        out[0, values == code] = (c.red(), c.green(), c.blue(), 255)
+    return out
+
+
+def cluster_colors(n: int) -> list[QColor]:
+    return [pg.intColor(i, hues=max(n, 1), values=1, maxValue=230, minValue=150, sat=200) for i in range(max(n, 1))]
+
+
+def add_strip(plot: pg.PlotItem, rgba: np.ndarray, length: float, side: str) -> pg.ImageItem:
+    """A coloured strip along the left (rows) or top (columns) edge of a matrix of ``length`` entries."""
+    width = max(length * 0.035, 1.0)
+    item = pg.ImageItem(axisOrder="row-major")
+    if side == "left":
+        item.setImage(np.ascontiguousarray(rgba.transpose(1, 0, 2)))
+        item.setRect(QRectF(-1.4 * width, 0, width, length))
+    else:
+        item.setImage(np.ascontiguousarray(rgba))
+        item.setRect(QRectF(0, -1.4 * width, length, width))
+    plot.addItem(item)
+    return item
+
+
+def block_text(name: str, r: int, c: int, step: int, value: float, index=None, n: int | None = None) -> str:
+    """Hover text for one pooled pixel: the real indices it covers and its value."""
+    def span(p):
+        lo, hi = p * step, p * step + step - 1
+        if n is not None:
+            hi = min(hi, n - 1)
+        if index is not None:
+            real = index[lo:hi + 1]
+            return str(int(real[0])) if len(real) == 1 else f"{len(real)} indices ({int(real[0])}, …)"
+        return str(lo) if lo == hi else f"{lo}–{hi}"
+
+    pooled = "" if step == 1 else f" (max-abs of a {step}×{step} block)"
+    return f"{name}  (i, j) = ({span(r)}, {span(c)})  value {value:+.4g}{pooled}"
+
+
+def png_export(item, path: Path, width: int | None = None) -> Path:
+    """Write a plot (a scene, layout or PlotItem) to PNG with pyqtgraph's ImageExporter."""
+    ex = pyqtgraph.exporters.ImageExporter(item)
+    if width:
+        ex.parameters()["width"] = int(width)
+    ex.export(str(path))
+    return Path(path)
+
+
+class PlotPage(QWidget):
+    """A page that shows a message until there is something to draw."""
+
+    def __init__(self, view: QWidget, empty_text: str, parent=None):
+        super().__init__(parent)
+        self.view = view
+        self.message = QLabel(empty_text)
+        self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.message.setWordWrap(True)
+        self._stack = QStackedLayout()
+        self._stack.addWidget(self.message)
+        self._stack.addWidget(view)
+        self.body = QVBoxLayout(self)
+        self.body.setContentsMargins(2, 2, 2, 2)
+        self.body.addLayout(self._stack, 1)
+        self.hover = QLabel(" ")
+        self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.body.addWidget(self.hover)
+
+    def show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self._stack.setCurrentIndex(0)
+
+    def show_view(self) -> None:
+        self._stack.setCurrentIndex(1)
+
+    @property
+    def showing_view(self) -> bool:
+        return self._stack.currentIndex() == 1
+
+    def restyle(self) -> None:
+        for w in self.findChildren(pg.GraphicsView):
+            theme.style_plot_widget(w)

@@ -1,0 +1,144 @@
+"""Routing heatmaps of one layer: C_lora, C_fft and C_casa side by side, one colour bar."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel
+
+from .. import theme
+from .common import (
+    PlotPage,
+    add_strip,
+    block_text,
+    diverging_map,
+    matrix_plot,
+    png_export,
+    set_matrix,
+    strip_rgba,
+    symmetric_level,
+)
+
+PANELS = (("c_lora", "C_lora · base + LoRA"), ("c_fft", "C_fft · distillation"), ("c_casa", "C_casa · transferred"))
+REGIONS = (("top", "Top-k block"), ("full", "Full matrix"))
+
+
+class HeatmapView(PlotPage):
+    """Three routing matrices of the selected layer, pooled by max-abs in the worker."""
+
+    region_changed = Signal(str)
+
+    def __init__(self, parent=None):
+        self.glw = pg.GraphicsLayoutWidget()
+        super().__init__(self.glw, "Run a conversion, then pick a layer to see its routing.", parent)
+        self.plots, self.images = [], []
+        for col, (_key, title) in enumerate(PANELS):
+            p, img = matrix_plot(title)
+            if col:
+                p.setXLink(self.plots[0])
+                p.setYLink(self.plots[0])
+                p.setLabel("left", "")
+            self.glw.addItem(p, 0, col)
+            self.plots.append(p)
+            self.images.append(img)
+        self.bar = pg.ColorBarItem(values=(-1, 1), colorMap=diverging_map(), interactive=False, width=14,
+                                   label="routing value")
+        self.bar.setImageItem(self.images)
+        self.glw.addItem(self.bar, 0, len(PANELS))
+        self.region = QComboBox()
+        for key, label in REGIONS:
+            self.region.addItem(label, key)
+        self.region.setToolTip("Top-k: the spectral head the rule arbitrates; Full: every singular direction")
+        self.dominant = QCheckBox("Dominant rows / columns")
+        self.dominant.setChecked(True)
+        self.capped = QCheckBox("Capped entries")
+        self.capped.setChecked(True)
+        self.info = QLabel("")
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Region"))
+        bar.addWidget(self.region)
+        bar.addWidget(self.dominant)
+        bar.addWidget(self.capped)
+        bar.addStretch(1)
+        bar.addWidget(self.info)
+        self.body.insertLayout(0, bar)
+        self.region.currentIndexChanged.connect(self._redraw)
+        self.dominant.toggled.connect(self._redraw)
+        self.capped.toggled.connect(self._redraw)
+        self.glw.scene().sigMouseMoved.connect(self._hover)
+        self._overlays: list = []
+        self.result = None
+
+    def set_region(self, key: str) -> None:
+        self.region.setCurrentIndex(max(0, self.region.findData(key)))
+
+    def set_result(self, res) -> None:
+        self.result = res
+        if res is None:
+            self.show_message("Run a conversion, then pick a layer to see its routing.")
+            return
+        if res.views is None:
+            self.show_message(f"{res.name}: the direct method reuses the LoRA as is; there is no routing to show.")
+            return
+        self._redraw()
+
+    def current_view(self):
+        return getattr(self.result.views, self.region.currentData())
+
+    def _redraw(self) -> None:
+        res = self.result
+        if res is None or res.views is None:
+            return
+        self.show_view()
+        v = self.current_view()
+        top = self.region.currentData() == "top"
+        n = res.views.k if top else res.views.rowdom.size
+        level = symmetric_level(v.c_lora, v.c_fft, v.c_casa)
+        for img, (key, _t) in zip(self.images, PANELS, strict=True):
+            set_matrix(img, getattr(v, key), v.step, level)
+        self.bar.setLevels((-level, level))
+        for plot, item in self._overlays:
+            plot.removeItem(item)
+        self._overlays = []
+        c = theme.current()
+        if self.dominant.isChecked():
+            colors = [QColor(c.dominant)]
+            rows = np.where(res.views.rowdom[:n], 0, -1)
+            cols = np.where(res.views.coldom[:n], 0, -1)
+            for p in self.plots:
+                self._overlays.append((p, add_strip(p, strip_rgba(rows, colors), n, "left")))
+                self._overlays.append((p, add_strip(p, strip_rgba(cols, colors), n, "top")))
+        if self.capped.isChecked():
+            r, cc = np.nonzero(v.capped > 0)
+            if r.size:
+                sc = pg.ScatterPlotItem(x=(cc + 0.5) * v.step, y=(r + 0.5) * v.step, symbol="x",
+                                        size=max(3, min(9, 600 // max(v.capped.shape))), pen=pg.mkPen(c.capped),
+                                        brush=None)
+                self.plots[2].addItem(sc)
+                self._overlays.append((self.plots[2], sc))
+        self.plots[0].autoRange(padding=0.02)
+        pooled = "" if v.step == 1 else f", pooled {v.step}×{v.step} by max-abs"
+        self.info.setText(f"{res.name}: {'top-k' if top else 'full'} {n}×{n}{pooled}; "
+                          f"{res.n_capped} capped, dominant share {res.dominant_share:.2f}")
+
+    def _hover(self, pos) -> None:
+        res = self.result
+        if res is None or res.views is None or not self.showing_view:
+            return
+        v = self.current_view()
+        for (key, title), p in zip(PANELS, self.plots, strict=True):
+            if not p.sceneBoundingRect().contains(pos):
+                continue
+            pt = p.vb.mapSceneToView(pos)
+            arr = getattr(v, key)
+            r, c = int(pt.y() // v.step), int(pt.x() // v.step)
+            if 0 <= r < arr.shape[0] and 0 <= c < arr.shape[1]:
+                n = res.views.k if self.region.currentData() == "top" else res.views.rowdom.size
+                cap = f", capped {v.capped[r, c]:.0%}" if v.capped[r, c] > 0 else ""
+                self.hover.setText(block_text(title.split(" ")[0], r, c, v.step, float(arr[r, c]), n=n) + cap)
+            return
+
+    def export_png(self, path, width=None):
+        return png_export(self.glw.scene(), path, width)
