@@ -15,9 +15,12 @@ from .errors import Cancelled, CasaError
 
 
 def _add_sources(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", help="base model: .safetensors file, sharded index.json or diffusers folder")
-    p.add_argument("--target", help="distilled target model (same kinds of path as --base)")
-    p.add_argument("--lora", help="LoRA trained on the base (.safetensors)")
+    p.add_argument("--base", help="base model: .safetensors file, sharded index.json, diffusers folder, "
+                   "pickled .pt/.pth/.ckpt, or a Hugging Face repo id org/name[@revision][:subfolder]")
+    p.add_argument("--target", help="distilled target model (same kinds of input as --base)")
+    p.add_argument("--lora", help="LoRA trained on the base: .safetensors file, PEFT folder, or a Hugging Face "
+                   "repo id (LoRA, LoHa and LoKr layers)")
+    p.add_argument("--lora-file", metavar="NAME", help="which file to use when the LoRA folder or repo holds several")
     p.add_argument("--demo", action="store_true", help="use the bundled tiny demo inputs")
     p.add_argument("--layers", metavar="REGEX", help="only transfer layers whose canonical name matches")
 
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _sources(args):
+def _fill_demo(args) -> None:
     if args.demo:
         from .resources import demo_inputs
 
@@ -58,12 +61,16 @@ def _sources(args):
         for role in ("base", "target", "lora"):
             if getattr(args, role) is None:
                 setattr(args, role, str(d[role]))
+
+
+def _sources(args):
+    _fill_demo(args)
     missing = [f"--{r}" for r in ("base", "target", "lora") if not getattr(args, r)]
     if missing:
         raise CasaError(f"missing {', '.join(missing)}", "give all three inputs, or --demo for the bundled demo")
     from .pipeline import make_plan, open_sources
 
-    return make_plan(*open_sources(args.base, args.target, args.lora), layers=args.layers)
+    return make_plan(*open_sources(args.base, args.target, args.lora, lora_file=args.lora_file), layers=args.layers)
 
 
 class _Progress:
@@ -125,25 +132,90 @@ def cmd_convert(args) -> int:
         print(f"wrote {out['path']} ({out['format']}, {out['tensors']} tensors, {out['bytes'] / 1e6:.1f} MB): "
               f"{t['layers']} layers in {t['seconds']:.1f}s, {len(report['passthrough_keys'])} keys passed through, "
               f"mean energy kept {t['mean_energy_kept']:.3f}", file=sys.stderr)
+        if out["dropped_keys"]:
+            print(f"note: the {out['format']} layout cannot hold {len(out['dropped_keys'])} pass-through keys "
+                  f"(e.g. {out['dropped_keys'][0]}); they were left out; use --format same to keep them",
+                  file=sys.stderr)
     return 0
 
 
 def cmd_inspect(args) -> int:
+    """What matches between any two or three inputs, and why not; the plan when all three fit."""
     import json
 
     from .drift import layer_drift
+    from .pipeline import make_plan
+    from .sources import open_lora, open_model
+    from .sources.compat import verdicts
 
-    plan = _sources(args)
-    desc = plan.describe()
-    if not args.no_drift:
+    _fill_demo(args)
+    given = [r for r in ("base", "target", "lora") if getattr(args, r)]
+    if len(given) < 2:
+        raise CasaError("inspect needs at least two of --base, --target and --lora",
+                        "give two inputs to compare, three to see the plan, or --demo")
+    base = open_model(args.base, "base") if args.base else None
+    target = open_model(args.target, "target") if args.target else None
+    lora = open_lora(args.lora, lora_file=args.lora_file) if args.lora else None
+    checks = verdicts(base, target, lora)
+    plan = error = None
+    if len(given) == 3:
+        try:
+            plan = make_plan(base, target, lora, layers=args.layers)
+        except CasaError as exc:
+            error = exc
+    desc = plan.describe() if plan else {}
+    if plan and not args.no_drift:
         for row, lp in zip(desc["layers"], plan.layers, strict=False):
             row["drift"] = layer_drift(plan, lp)
     if args.json:
-        print(json.dumps(desc, indent=1))
-        return 0
-    print(f"base    {desc['base']['source']}  ({desc['base']['layout']} layout)")
-    print(f"target  {desc['target']['source']}  ({desc['target']['layout']} layout)")
-    print(f"lora    {desc['lora']['source']}  ({desc['lora']['format']} format, {desc['lora']['pairs']} pairs)")
+        print(json.dumps(desc | {"checks": checks}, indent=1))
+    else:
+        _print_checks(checks, base, target, lora)
+        if plan:
+            _print_plan(desc, plan)
+    if error is not None:
+        raise error
+    return 0
+
+
+def _print_checks(checks, base, target, lora) -> None:
+    from .sources.compat import lora_facts, model_facts
+
+    if base is not None:
+        print(f"base    {model_facts(base).line()}")
+    if target is not None:
+        print(f"target  {model_facts(target).line()}")
+    if lora is not None:
+        print(f"lora    {lora_facts(lora).line()}")
+    m = checks["matches"]
+    if "base-target" in m:
+        bt = m["base-target"]
+        line = f"\nbase vs target: {bt['shared']} tensors in common"
+        line += f", {len(bt['mismatched'])} differ in shape" if bt["mismatched"] else ", all shapes agree"
+        print(line)
+        if bt["ignored_target_extras"]:
+            print(f"  ignored: the target's extra layers the base lacks: {', '.join(bt['ignored_target_extras'][:6])}")
+        if bt["only_base"]:
+            print(f"  missing from the target: {', '.join(bt['only_base'][:6])}")
+    for role in ("base", "target"):
+        lm = m.get(f"lora-{role}")
+        if lm is None:
+            continue
+        print(f"\nlora vs {role}: {lm['fits']} of {lm['total']} LoRA layers fit")
+        if lm["mismatched"]:
+            first = lm["mismatched"][0]
+            print(f"  {len(lm['mismatched'])} differ in shape (first: {first['name']} is "
+                  f"{'x'.join(map(str, first['left']))} in the LoRA, {'x'.join(map(str, first['right']))} "
+                  f"in the {role})")
+        if lm["unknown"]:
+            print(f"  {len(lm['unknown'])} name no layer of the {role} (first: {lm['unknown'][0]})")
+        if lm["not_linear"]:
+            print(f"  {len(lm['not_linear'])} fit but are not 2-D linears; they pass through")
+    for p in checks["problems"]:
+        print(f"\n! {p}")
+
+
+def _print_plan(desc, plan) -> None:
     print(f"\n{len(plan.layers)} layers will transfer:")
     print(f"  {'layer':<28} {'shape':>12} {'rank':>5} {'scale':>8} {'drift':>8}")
     for row in desc["layers"]:
@@ -160,7 +232,10 @@ def cmd_inspect(args) -> int:
             print(f"  {k}")
         if len(desc["other_keys"]) > 20:
             print(f"  ... and {len(desc['other_keys']) - 20} more")
-    return 0
+    converted = sorted({lp.pair.kind for lp in plan.layers} - {"lora"})
+    if converted:
+        print(f"\nnote: {'/'.join(k.upper() if k else k for k in converted)} layers are materialised and "
+              "written as a standard LoRA")
 
 
 def main(argv=None) -> int:

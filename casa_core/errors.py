@@ -7,7 +7,7 @@ class CasaError(Exception):
     def __init__(self, what: str, todo: str = ""):
         self.what = what
         self.todo = todo
-        super().__init__(f"{what}. {todo}".strip() if todo else what)
+        super().__init__(f"{what}; {todo}" if todo else what)
 
 
 class Cancelled(Exception):

@@ -27,6 +27,7 @@ class ExportInfo:
     bytes: int
     tensors: int
     format: str
+    dropped: tuple[str, ...] = ()   # pass-through keys the chosen layout cannot hold
 
 
 def check_output(output: Path, inputs) -> None:
@@ -135,10 +136,19 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
             tensors[alpha_k] = torch.tensor(float(res.rank_out), dtype=torch.float32)
         ranks.add(res.rank_out)
     kohya_index = names.underscore_index(plan.base.modules())
+    dropped = []
     for key in plan.passthrough_keys:
-        if key in tensors:
-            continue
         new = _rename_passthrough(key, fmt, kohya_index)
+        if fmt == "diffusers":
+            # diffusers' own layout has a bias update (lora_B.bias) but no form for a full diff,
+            # and refuses the whole file when any key lacks "lora"
+            if new.endswith(".diff_b"):
+                new = new[: -len(".diff_b")] + ".lora_B.bias"
+            elif "lora" not in new:
+                dropped.append(key)
+                continue
+        if new in tensors:
+            continue
         tensors[new] = plan.lora.store.read(key)
     meta = {
         "format": "pt",
@@ -163,7 +173,8 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
         meta["ss_network_alpha"] = str(r)
     for k, v in (provenance or {}).items():
         meta[f"casa.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-    return _atomic_save(tensors, meta, output, layout)
+    info = _atomic_save(tensors, meta, output, layout)
+    return ExportInfo(info.path, info.bytes, info.tensors, info.format, tuple(dropped))
 
 
 def _atomic_save(tensors, meta, output: Path, layout: str) -> ExportInfo:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from . import names
 from .errors import CasaError
+from .sources import fp8, pickled
 from .tensorstore import TensorStore
 
-LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", "lora_unet_", ".hada_w1", ".lokr_w1")
+LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", "lora_unet_", ".hada_w1", ".hada_w2",
+                ".lokr_w1", ".lokr_w2")
 
 
 def looks_like_lora(keys) -> bool:
@@ -20,25 +22,35 @@ def looks_like_lora(keys) -> bool:
 
 
 def weight_files(path: Path, role: str) -> list[Path]:
-    """The safetensors files that hold a model given as a file, index or folder."""
+    """The weight files that hold a model given as a file, index or folder.
+
+    safetensors first; a pickled checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``)
+    only where a folder holds no safetensors.
+    """
     if not path.exists():
         raise CasaError(f"{role} path {path} does not exist", "check the path")
     if path.is_dir():
         if (path / "model_index.json").is_file() and (path / "transformer").is_dir():
             path = path / "transformer"
-        indexes = sorted(path.glob("*.safetensors.index.json"))
+        indexes = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.bin.index.json"))
         if indexes:
             return _index_files(indexes[0], role)
         files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise CasaError(f"{role} folder {path} holds no .safetensors weights",
-                            "pick the model file, its index.json, or a diffusers folder")
-        return files
+        if files:
+            return files
+        pickles = sorted(f for f in path.iterdir() if f.is_file() and pickled.is_pickled(f))
+        if len(pickles) == 1:
+            return pickles
+        if pickles:
+            raise CasaError(f"{role} folder {path} holds {len(pickles)} torch checkpoints "
+                            f"({', '.join(f.name for f in pickles[:4])})", "pick the checkpoint file itself")
+        raise CasaError(f"{role} folder {path} holds no .safetensors weights",
+                        "pick the model file, its index.json, or a diffusers folder")
     if path.name.endswith(".json"):
         return _index_files(path, role)
-    if path.suffix != ".safetensors":
-        raise CasaError(f"{role} file {path.name} is not a .safetensors file",
-                        "convert it to safetensors or pick the .safetensors weights")
+    if path.suffix != ".safetensors" and not pickled.is_pickled(path):
+        raise CasaError(f"{role} file {path.name} is neither safetensors nor a torch checkpoint",
+                        "pick the model's .safetensors (or .pt, .pth, .ckpt) weights")
     return [path]
 
 
@@ -57,24 +69,34 @@ def _index_files(index: Path, role: str) -> list[Path]:
 
 
 class ModelSource:
-    """A base or target model: lazy tensors under canonical names."""
+    """A base or target model: lazy tensors under canonical names.
+
+    Wrapper segments (``_fsdp_wrapped_module.``) and known prefixes are removed from
+    the names; fp8 weights are read as float32, with their scale applied.
+    """
 
     def __init__(self, path, role: str = "model", identity: str | None = None):
         self.path = Path(path)
         self.role = role
         self.identity = identity or str(path)
         self.store = TensorStore(weight_files(self.path, role))
+        self.container = self.store.container(self.store.files[0])
         raw = list(self.store.keys())
+        self._scales, consumed = fp8.split_scales(raw)
+        raw = [k for k in raw if k not in consumed]
         if not raw:
             raise CasaError(f"{role} {self.path} holds no tensors", "pick the model's weights")
         if looks_like_lora(raw):
             raise CasaError(f"{self.path} looks like a LoRA, not a {role} model",
                             "pass it as --lora and give the model checkpoint here")
-        self.prefix = names.common_prefix(raw)
-        stripped = [k[len(self.prefix):] for k in raw]
+        unwrapped = [names.strip_wrappers(k) for k in raw]
+        self.prefix = names.common_prefix(unwrapped)
+        stripped = [k[len(self.prefix):] for k in unwrapped]
         self.diffusers = any(names.is_diffusers_name(k) for k in stripped)
         self.layout = "diffusers" if self.diffusers else "original"
         self._keys = {names.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
+        fp8_tags = sorted({self.store.info(k).dtype for k in raw if fp8.is_fp8(self.store.info(k).dtype)})
+        self.quantisation = (("scaled " if self._scales else "") + "/".join(fp8_tags)) if fp8_tags else ""
 
     def __contains__(self, ckey: str) -> bool:
         return ckey in self._keys
@@ -96,11 +118,15 @@ class ModelSource:
         return [k[: -len(".weight")] for k in self._keys if k.endswith(".weight")]
 
     def read(self, ckey: str):
-        """One tensor, as stored, on the CPU; NaN or Inf is refused."""
+        """One tensor on the CPU, as stored (fp8: dequantised to float32); NaN or Inf is refused."""
         import torch
 
-        t = self.store.read(self._keys[ckey])
+        key = self._keys[ckey]
+        t = self.store.read(key)
+        scale = self._scales.get(key)
+        if scale is not None or fp8.is_fp8(self.store.info(key).dtype):
+            t = fp8.dequantise(t, self.store.read(scale) if scale else None, name=key)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CasaError(f"{self.role} tensor {self._keys[ckey]} in {self.path} holds NaN or Inf",
+            raise CasaError(f"{self.role} tensor {key} in {self.path} holds NaN or Inf",
                             "the checkpoint is damaged; re-download it")
         return t

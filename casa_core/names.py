@@ -60,6 +60,10 @@ PREFIXES: tuple[str, ...] = (
     "model.",
 )
 
+# Wrapper modules (FSDP, activation checkpointing, torch.compile) insert these
+# anywhere in a key, not only in front; they are removed wherever they appear.
+WRAPPERS: tuple[str, ...] = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
 # Linears the method applies to (canonical module names; ``N`` is any block).
 LINEAR_SUFFIXES = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                    "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o",
@@ -133,6 +137,14 @@ def common_prefix(keys) -> str:
         else:
             break
     return prefix
+
+
+def strip_wrappers(name: str) -> str:
+    """Remove wrapper-module segments (``_fsdp_wrapped_module.`` ...) wherever they sit in a name."""
+    for w in WRAPPERS:
+        if w in name:
+            name = name.replace(w, "")
+    return name
 
 
 def strip_prefix(name: str) -> str:

@@ -20,6 +20,7 @@ from .errors import Cancelled, CasaError
 from .lora import LoraPair, LoraSource
 from .models import ModelSource
 from .settings import RunOptions, TransferSettings
+from .sources.compat import extra_layers
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Plan:
     def describe(self) -> dict:
         return {
             "base": {"source": self.base.identity, "layout": self.base.layout},
-            "target": {"source": self.target.identity, "layout": self.target.layout},
+            "target": {"source": self.target.identity, "layout": self.target.layout,
+                       "ignored_layers": extra_layers(self.base, self.target)},
             "lora": {"source": self.lora.identity, "format": self.lora.format, "pairs": len(self.lora.pairs)},
             "layers": [{"module": lp.module, "lora_prefix": lp.pair.prefix, "shape": list(lp.shape),
                         "rank": lp.rank, "scale": lp.scale} for lp in self.layers],
@@ -209,9 +211,18 @@ def iter_transfer(plan: Plan, settings: TransferSettings, options: RunOptions,
             yield res
 
 
-def open_sources(base, target, lora) -> tuple[ModelSource, ModelSource, LoraSource]:
-    """Open the three inputs lazily (headers only)."""
-    return ModelSource(base, "base"), ModelSource(target, "target"), LoraSource(lora)
+def open_sources(base, target, lora, *, lora_file: str | None = None, progress=None,
+                 cancel: threading.Event | None = None) -> tuple[ModelSource, ModelSource, LoraSource]:
+    """Open the three inputs lazily (headers only): local paths or Hugging Face repo ids.
+
+    ``lora_file`` picks the LoRA in a folder or repo holding several; ``progress`` and
+    ``cancel`` reach hub downloads (see ``sources.hub.resolve``).
+    """
+    from .sources import open_lora, open_model
+
+    hub = {"progress": progress, "cancel": cancel}
+    return (open_model(base, "base", **hub), open_model(target, "target", **hub),
+            open_lora(lora, lora_file=lora_file, **hub))
 
 
 def layer_state(plan: Plan, lp: LayerPlan, options: RunOptions):

@@ -31,7 +31,8 @@ def build_report(plan, results, settings, options, export=None, seconds: float |
             "capped": sum(r.n_capped for r in results),
         },
         "output": None if export is None else {"path": str(export.path), "bytes": export.bytes,
-                                               "tensors": export.tensors, "format": export.format},
+                                               "tensors": export.tensors, "format": export.format,
+                                               "dropped_keys": list(export.dropped)},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
 

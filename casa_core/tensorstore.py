@@ -1,8 +1,11 @@
-"""Lazy, read-one-tensor-at-a-time access to safetensors files.
+"""Lazy, read-one-tensor-at-a-time access to safetensors files and pickled checkpoints.
 
 Only headers are read up front. Each tensor is read on request through a
 ``safe_open`` that is closed again at once, so no mapping of a multi-GB file
-stays in the process and memory does not grow with model size.
+stays in the process and memory does not grow with model size. Pickled
+checkpoints (``.pt``, ...) go through ``sources.pickled`` (weights-only, mapped).
+A store can also hold derived tensors: computed on read from stored ones
+(LoHa/LoKr factors), readable by key but never listed among the stored keys.
 """
 
 from __future__ import annotations
@@ -77,31 +80,59 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 
 class TensorStore:
-    """A set of safetensors files seen as one lazy ``key -> tensor`` map."""
+    """A set of safetensors or pickled files seen as one lazy ``key -> tensor`` map."""
 
     def __init__(self, files):
+        from .sources import pickled
+
         self.files = [Path(f) for f in files]
         self.infos: dict[str, TensorInfo] = {}
         self.metadata: dict[str, str] = {}
+        self._pickled: dict[Path, pickled.PickledFile] = {}
+        self._derived: dict[str, tuple[TensorInfo, object]] = {}
         for f in self.files:
-            infos, meta = read_header(f)
+            if pickled.is_pickled(f):
+                pf = self._pickled[f] = pickled.PickledFile(f)
+                infos = {k: TensorInfo(f, k, dtype, shape) for k, (dtype, shape) in pf.tensors.items()}
+                meta = {}
+            else:
+                infos, meta = read_header(f)
             self.infos.update(infos)
             self.metadata.update(meta)
 
     def keys(self):
+        """The stored keys (derived ones are not listed)."""
         return self.infos.keys()
 
     def __contains__(self, key: str) -> bool:
         return key in self.infos
 
+    def info(self, key: str) -> TensorInfo:
+        """Header facts of a stored or derived key."""
+        return self.infos[key] if key in self.infos else self._derived[key][0]
+
     def shape(self, key: str) -> tuple[int, ...]:
-        return self.infos[key].shape
+        return self.info(key).shape
+
+    def container(self, file: Path) -> str:
+        """For a pickled file, the path of the state dict used inside it (``generator_ema``); else ''."""
+        pf = self._pickled.get(Path(file))
+        return pf.container if pf else ""
+
+    def derive(self, key: str, dtype: str, shape: tuple[int, ...], make) -> None:
+        """Register a tensor that ``make()`` computes from stored ones when ``key`` is read."""
+        anchor = self.files[0] if self.files else Path()
+        self._derived[key] = (TensorInfo(anchor, key, dtype, tuple(shape)), make)
 
     def read(self, key: str):
         """Read one tensor as stored (its own dtype), on the CPU."""
+        if key in self._derived:
+            return self._derived[key][1]()
+        info = self.infos[key]
+        if info.file in self._pickled:
+            return self._pickled[info.file].read(key)
         from safetensors import safe_open
 
-        info = self.infos[key]
         try:
             with safe_open(os.fspath(info.file), framework="pt") as fh:
                 return fh.get_tensor(key)

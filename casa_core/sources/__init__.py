@@ -1,0 +1,54 @@
+"""Where model and LoRA inputs come from: local paths, Hugging Face repo ids, pickled or fp8 weights.
+
+``open_model`` / ``open_lora`` take what a user types (a path, or ``org/name[@revision][:subfolder]``)
+and return a lazy ``ModelSource`` / ``LoraSource``. The CLI and the GUI both go through here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import CasaError
+from . import hub
+
+
+def locate(spec, kind: str = "model", *, lora_file: str | None = None,
+           progress: Callable[[hub.DownloadProgress], None] | None = None,
+           cancel: threading.Event | None = None) -> tuple[Path, str]:
+    """(local path to open, identity for provenance) of what the user typed.
+
+    A Hugging Face repo id resolves through the hub cache (``sources.hub``); its
+    identity is ``org/name@<commit sha>[:subfolder]``. Anything else is a local path.
+    """
+    ref = hub.parse(str(spec))
+    if ref is not None:
+        found = hub.resolve(ref, kind, lora_file=lora_file, progress=progress, cancel=cancel)
+        return found.path, found.identity
+    path = Path(str(spec)).expanduser()
+    if lora_file:
+        if path.is_dir():
+            if not (path / lora_file).is_file():
+                raise CasaError(f"LoRA folder {path} has no file {lora_file}", "check --lora-file")
+            return path / lora_file, str(path / lora_file)
+        if path.exists() and path.name != Path(lora_file).name:
+            raise CasaError(f"--lora-file {lora_file} was given, but --lora {path} is a file",
+                            "use --lora-file only with a folder or a Hugging Face repo")
+    return path, str(spec)
+
+
+def open_model(spec, role: str = "model", *, progress=None, cancel=None):
+    """A lazy ``ModelSource`` for a path or repo id (headers only are read)."""
+    from ..models import ModelSource
+
+    path, identity = locate(spec, "model", progress=progress, cancel=cancel)
+    return ModelSource(path, role, identity)
+
+
+def open_lora(spec, *, lora_file: str | None = None, progress=None, cancel=None):
+    """A lazy ``LoraSource`` for a path, folder (``lora_file`` picks in it) or repo id."""
+    from ..lora import LoraSource
+
+    path, identity = locate(spec, "lora", lora_file=lora_file, progress=progress, cancel=cancel)
+    return LoraSource(path, identity)

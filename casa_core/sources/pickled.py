@@ -1,0 +1,110 @@
+"""Pickled torch checkpoints (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) read lazily and safely.
+
+Only ``torch.load(weights_only=True, mmap=True)`` is ever used: a file that needs
+full unpickling is refused, because unpickling can run arbitrary code. The file
+is memory-mapped, one tensor is copied out per read, and the mapping is renewed
+after every ``REMAP_BYTES`` read, so resident pages stay bounded on any model size.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import threading
+import zipfile
+from pathlib import Path
+
+from ..errors import CasaError
+
+SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+# Where training scripts put the weights, best first (Self-Forcing's EMA generator first).
+CONTAINERS = ("generator_ema", "generator", "model", "state_dict", "module")
+
+REMAP_BYTES = 1 << 30
+
+_TAGS = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+         "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+         "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
+
+
+def is_pickled(path: Path) -> bool:
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def dtype_tag(dtype) -> str:
+    """The safetensors dtype tag of a torch dtype (``F32``, ``BF16``, ``F8_E4M3`` ...)."""
+    name = str(dtype).removeprefix("torch.")
+    return _TAGS.get(name, name)
+
+
+def _load(path: Path):
+    import torch
+
+    if not zipfile.is_zipfile(path):
+        raise CasaError(f"{path.name} is not a zip-format torch checkpoint (an old torch.save format, "
+                        "or not a checkpoint at all)", "re-save it with a recent torch or convert it to safetensors")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise CasaError(f"{path.name} needs full unpickling, which can run arbitrary code, so it is refused{what}",
+                        "convert it to safetensors where you trust it, or get a safetensors release") from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
+        if isinstance(exc, PermissionError):
+            raise CasaError(f"cannot read {path}: permission denied", "check the file's permissions") from None
+        raise CasaError(f"{path.name} is not a readable torch checkpoint ({str(exc).splitlines()[0][:120]})",
+                        "re-download it or pick the right file") from None
+
+
+def _is_state_dict(obj) -> bool:
+    import torch
+
+    return isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def pick_state_dict(obj, path: Path) -> tuple[dict, str]:
+    """The state dict inside a loaded checkpoint and the container path that led to it."""
+    trail: list[str] = []
+    while isinstance(obj, dict) and not _is_state_dict(obj):
+        name = next((c for c in CONTAINERS if isinstance(obj.get(c), dict) and obj[c]), None)
+        if name is None:
+            keys = ", ".join(str(k) for k in list(obj)[:6])
+            raise CasaError(f"{path.name} holds no state dict (top-level keys: {keys or 'none'})",
+                            f"pick a checkpoint with weights under one of {', '.join(CONTAINERS)}")
+        trail.append(name)
+        obj = obj[name]
+    if not _is_state_dict(obj):
+        raise CasaError(f"{path.name} holds a {type(obj).__name__}, not a dict of tensors",
+                        "pick a checkpoint saved from a state_dict()")
+    return obj, ".".join(trail)
+
+
+class PickledFile:
+    """One pickled checkpoint as a lazy ``key -> tensor`` map over its chosen state dict."""
+
+    def __init__(self, path):
+        import torch
+
+        self.path = Path(path)
+        sd, self.container = pick_state_dict(_load(self.path), self.path)
+        # key -> (dtype tag, shape); non-tensor entries (step counters ...) are skipped
+        self.tensors = {str(k): (dtype_tag(v.dtype), tuple(v.shape))
+                        for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        self._sd: dict | None = sd
+        self._mapped = 0
+        self._lock = threading.Lock()
+
+    def read(self, key: str):
+        """One tensor, copied out of the mapping (never a view of it)."""
+        import torch
+
+        with self._lock:
+            if self._sd is None or self._mapped > REMAP_BYTES:
+                self._sd = None  # drop the old mapping before making a new one
+                self._sd, _ = pick_state_dict(_load(self.path), self.path)
+                self._mapped = 0
+            t = self._sd[key].clone(memory_format=torch.contiguous_format)
+            self._mapped += t.numel() * t.element_size()
+        return t

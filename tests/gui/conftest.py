@@ -1,0 +1,81 @@
+"""GUI tests: offscreen Qt, demo inputs, and a throw-away config/log dir per test."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+
+@pytest.fixture(autouse=True)
+def private_config(tmp_path, monkeypatch):
+    """Settings, layout and logs go to tmp_path, never to the user's config."""
+    monkeypatch.setenv("CASA_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("CASA_LOG_DIR", str(tmp_path / "logs"))
+    return tmp_path / "config"
+
+
+@pytest.fixture
+def window(qtbot, qapp):
+    from casa_gui import theme
+    from casa_gui.main_window import MainWindow
+    from casa_gui.settings_store import GuiSettings
+
+    theme.apply(qapp, "light")
+    win = MainWindow(GuiSettings())
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    yield win
+    if win.runner.busy:
+        win.runner.stop()
+
+
+@pytest.fixture
+def demo_window(window, qtbot):
+    """The window with the demo inputs inspected (plan ready, drift read)."""
+    with qtbot.waitSignal(window.inspected, timeout=30_000) as blocker:
+        window.open_demo()
+    assert blocker.args == [True], window.messages.text()
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=30_000)
+    return window
+
+
+def convert(window, qtbot, timeout=50_000):
+    with qtbot.waitSignal(window.run_finished, timeout=timeout) as blocker:
+        assert window.start_convert()
+    assert blocker.args == ["succeeded"], window.messages.text()
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=5_000)
+
+
+@pytest.fixture
+def converted(demo_window, qtbot):
+    convert(demo_window, qtbot)
+    return demo_window
+
+
+@pytest.fixture
+def slow_layers(monkeypatch):
+    """Make each layer take >= 0.15 s so a test can act in the middle of a run."""
+    from casa_gui import session
+
+    real = session.pipeline.iter_transfer
+
+    def slow(plan, settings, options, cancel=None):
+        for res in real(plan, settings, options, cancel):
+            time.sleep(0.15)
+            yield res
+
+    monkeypatch.setattr(session.pipeline, "iter_transfer", slow)
+    return slow
+
+
+def worker_threads():
+    """Python threads the core or the GUI started that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("casa-")]

@@ -1,0 +1,179 @@
+"""The whole flow on the demo inputs: pick, run, select, override one layer, export, compare with the CLI."""
+
+import json
+import threading
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from safetensors import safe_open
+
+from casa_core import pipeline
+from casa_core.resources import demo_inputs
+from casa_core.settings import RunOptions, TransferSettings
+
+from .conftest import convert
+
+
+def read_all(path):
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()
+
+
+def cli_output(tmp_path, rank):
+    """What `casa convert --demo -o X --rank N` writes (the same function the CLI runs)."""
+    d = demo_inputs()
+    plan = pipeline.make_plan(*pipeline.open_sources(str(d["base"]), str(d["target"]), str(d["lora"])))
+    out = tmp_path / "cli.safetensors"
+    pipeline.convert(plan, out, TransferSettings(), RunOptions(rank=rank, view_size=0), cancel=threading.Event())
+    return out
+
+
+def test_inspection_fills_the_layer_table(demo_window):
+    w = demo_window
+    model = w.table.model_
+    assert model.n_layers() == 32 == len(w.session.plan.layers)
+    assert all(r.status == "will transfer" for r in model.rows)
+    assert len(w.session.drift) == 32 and all(0 < v < 0.1 for v in w.session.drift.values())
+    assert "32 layers will transfer" in w.sources.status.text()
+    assert w.table.current_module() == "blocks.0.cross_attn.k"
+
+
+def test_run_select_and_export_matches_cli(demo_window, qtbot, tmp_path):
+    w = demo_window
+    w.convert.rank.setEditText("4")
+    assert w.export.rank.currentText() == "4"           # one rank, shown in both panels
+    convert(w, qtbot)
+    assert w.session.complete
+    assert w.convert.progress.value() == 32 and w.convert.progress.format() == "layer 32/32"
+    first = w.selected
+    qtbot.keyClick(w, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)     # next layer
+    assert w.selected != first and w.selected == w.session.plan.layers[1].module
+    assert w.heatmap.result is w.session.results[w.selected]
+    w.select_layer("blocks.1.ffn.0")
+    assert w.table.current_module() == "blocks.1.ffn.0" and w.spectra.result.name == "blocks.1.ffn.0"
+    assert all(r.rank_out == 4 for r in w.session.results.values())
+
+    out = tmp_path / "gui.safetensors"
+    w.export.path.setText(str(out))
+    with qtbot.waitSignal(w.exported, timeout=30_000):
+        qtbot.keyClick(w, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert out.is_file() and "kB" in w.export.summary.text() and w.export.open_btn.isEnabled()
+    assert out.with_suffix(".report.json").is_file()
+
+    gui, gmeta = read_all(out)
+    cli, cmeta = read_all(cli_output(tmp_path, 4))
+    assert gui.keys() == cli.keys()
+    for k in cli:
+        assert gui[k].dtype == cli[k].dtype and torch.equal(gui[k], cli[k]), k
+    for k in ("casa.settings", "casa.rank", "casa.overrides", "casa.method", "casa.layout"):
+        assert gmeta[k] == cmeta[k], k
+
+
+def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_path, monkeypatch):
+    w = converted
+    module = "blocks.0.ffn.0"
+    w.select_layer(module)
+    before = w.session.results[module]
+    other_before = w.session.results["blocks.0.ffn.2"]
+    w.override.q_act.setValue(0.3)
+    with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
+        qtbot.mouseClick(w.override.layer_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not w.runner.busy)
+    after = w.session.results[module]
+    assert after.settings.q_act == 0.3 and after.n_capped > before.n_capped
+    assert w.heatmap.result is after and w.risk.result is after        # the plots follow
+    assert w.session.results["blocks.0.ffn.2"] is other_before          # other layers untouched
+    assert w.session.overrides[module].q_act == 0.3
+    assert w.override.list.count() == 1 and module in w.override.list.item(0).text()
+    assert "q_act 0.3" in w.table.model_.data(w.table.model_.index(w.table.model_.row_of(module), 11))
+
+    # a second change on the same layer uses the cached spectra: no new SVD
+    calls = []
+    monkeypatch.setattr(pipeline, "layer_state", lambda *a, **k: calls.append(a) or pytest.fail("new SVD"))
+    w.override.tau.setValue(0.9)
+    with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
+        w.override.layer_btn.click()
+    qtbot.waitUntil(lambda: not w.runner.busy)
+    assert not calls and w.session.results[module].settings.tau == 0.9
+
+    out = tmp_path / "over.safetensors"
+    w.export.path.setText(str(out))
+    with qtbot.waitSignal(w.exported, timeout=30_000):
+        assert w.start_export()
+    _, meta = read_all(out)
+    assert json.loads(meta["casa.overrides"])[module]["q_act"] == 0.3
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["overrides"][module]["tau"] == 0.9
+    assert report["layers"][module]["settings"]["q_act"] == 0.3
+
+    # removing the override brings the global result back
+    w.override.list.setCurrentRow(0)
+    with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
+        w.override.remove_btn.click()
+    qtbot.waitUntil(lambda: not w.runner.busy)
+    assert module not in w.session.overrides and w.override.list.count() == 0
+    assert w.session.results[module].n_capped == before.n_capped
+
+
+def test_apply_to_all_layers_reruns_with_new_global_thresholds(converted, qtbot):
+    w = converted
+    w.select_layer("blocks.2.self_attn.v")
+    before = {m: r.n_capped for m, r in w.session.results.items()}
+    w.override.q_act.setValue(0.5)
+    with qtbot.waitSignal(w.run_finished, timeout=50_000) as blocker:
+        w.override.all_btn.click()
+    assert blocker.args == ["succeeded"]
+    assert w.convert.q_act.value() == 0.5 and w.session.run_settings.q_act == 0.5
+    after = {m: r.n_capped for m, r in w.session.results.items()}
+    assert sum(after.values()) > sum(before.values())
+
+
+def test_export_reruns_when_settings_changed(converted, qtbot, tmp_path):
+    w = converted
+    w.export.rank.setEditText("2")                  # results were made at the input's rank
+    out = tmp_path / "r2.safetensors"
+    w.export.path.setText(str(out))
+    with qtbot.waitSignal(w.exported, timeout=50_000):
+        assert w.start_export()
+    tensors, _ = read_all(out)
+    assert all(t.shape[0] == 2 for k, t in tensors.items() if k.endswith("lora_A.weight"))
+
+
+def test_views_show_data_and_hover(converted, qtbot):
+    w = converted
+    w.select_layer("blocks.0.ffn.2")
+    res = w.session.results["blocks.0.ffn.2"]
+    h = w.heatmap
+    assert h.showing_view and h.images[0].image.shape == res.views.top.c_lora.shape
+    lo, hi = h.images[2].levels
+    assert lo == -hi > 0                                   # symmetric around 0
+    h.set_region("full")
+    assert h.images[0].image.shape == res.views.full.c_lora.shape
+    rect = h.images[0].mapRectToView(h.images[0].boundingRect())
+    assert rect.width() == res.views.full.step * res.views.full.c_lora.shape[1]    # axes in real indices
+    p = h.plots[0]
+    scene_pt = p.vb.mapViewToScene(p.vb.mapFromView(p.vb.mapViewToScene(p.vb.viewRect().center())))
+    h._hover(p.vb.mapViewToScene(pg_point(3.5, 2.5)))
+    assert h.hover.text().startswith("C_lora  (i, j) = (2, 3)")
+    assert scene_pt is not None
+    assert w.clusters.showing_view and "clusters" in w.clusters.info.text()
+    assert w.spectra.showing_view and len(w.spectra.plot.listDataItems()) == 3
+    assert w.risk.showing_view
+    w.tabs.setCurrentWidget(w.overview)
+    assert w.overview.showing_view and len(w.overview.modules) == 32
+    # clicking a bar opens that layer
+    bar_plot = w.overview.plots[0]
+    w.overview._clicked(type("Ev", (), {"scenePos": lambda self: bar_plot.vb.mapViewToScene(pg_point(7, 0.1))})())
+    assert w.selected == w.session.plan.layers[7].module
+
+
+def test_export_plots_as_png(converted, tmp_path):
+    paths = converted.export_plots(tmp_path / "plots")
+    assert len(paths) == 5 and all(p.is_file() and p.stat().st_size > 2000 for p in paths)
+
+
+def pg_point(x, y):
+    from PySide6.QtCore import QPointF
+
+    return QPointF(x, y)
