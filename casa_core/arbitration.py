@@ -34,14 +34,12 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     dev = C_lora.device
     n_c, labels = cluster_labels(C_lora[:k, :k], sigma[:k], s.tau)
     lab = torch.from_numpy(labels).to(dev)
-    onehot = torch.zeros(k, n_c, dtype=C_lora.dtype, device=dev)
-    onehot[torch.arange(k, device=dev), lab] = 1
-    size = onehot.sum(0)
+    size = torch.zeros(n_c, dtype=C_lora.dtype, device=dev).index_add_(0, lab, torch.ones_like(sigma[:k]))
 
     # step 5: per-cluster mean receive / send strength of the drift
     Cf_top = C_fft[:k, :k]
-    recv = (Cf_top.norm(dim=1) @ onehot) / (size + 1e-6)
-    send = (Cf_top.norm(dim=0) @ onehot) / (size + 1e-6)
+    recv = _per_cluster(Cf_top.norm(dim=1), lab, n_c) / (size + 1e-6)
+    send = _per_cluster(Cf_top.norm(dim=0), lab, n_c) / (size + 1e-6)
     recv_dom = recv >= quantile(recv, s.q_dom)
     send_dom = send >= quantile(send, s.q_dom)
 
@@ -54,9 +52,9 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
 
     # step 7: cluster-pair context (cosine of the two routings on each block)
     Cl_top = C_lora[:k, :k]
-    num = onehot.T @ (Cl_top * Cf_top) @ onehot
-    nl = (onehot.T @ (Cl_top * Cl_top) @ onehot).sqrt()
-    nf = (onehot.T @ (Cf_top * Cf_top) @ onehot).sqrt()
+    num = _block_sums(Cl_top * Cf_top, lab, n_c)
+    nl = _block_sums(Cl_top * Cl_top, lab, n_c).sqrt()
+    nf = _block_sums(Cf_top * Cf_top, lab, n_c).sqrt()
     cos = num / (nl * nf + 1e-8)
     risk_all = (C_lora * C_fft).abs()
     risk_all[:k, :k] *= cos[lab[:, None], lab[None, :]]
@@ -75,3 +73,13 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     larger = torch.where(C_lora.abs() > C_fft.abs(), C_lora, C_fft)
     C_casa = torch.where(capped, larger - C_fft, torch.where(dom, C_lora, C_lora - C_fft))
     return Arbitration(k, n_c, labels, rowdom, coldom, capped, int(cand.sum()), t, risk, C_casa)
+
+
+def _per_cluster(x: torch.Tensor, lab: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, lab, x)
+
+
+def _block_sums(M: torch.Tensor, lab: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum of M over each (cluster a rows, cluster b columns) block: n x n."""
+    rows = torch.zeros(n, M.shape[1], dtype=M.dtype, device=M.device).index_add_(0, lab, M)
+    return torch.zeros(n, n, dtype=M.dtype, device=M.device).index_add_(1, lab, rows)

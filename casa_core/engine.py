@@ -32,8 +32,10 @@ class LayerState:
     V: torch.Tensor
     C_lora: torch.Tensor
     C_fft: torch.Tensor
-    D_base: torch.Tensor              # D_lora - D_fft: the update wherever the rule routes like base+LoRA
-    fft_perp: torch.Tensor | None     # (I - U U^T) D_fft V, only for strictly tall layers
+    D_fft: torch.Tensor               # W_t - W_s
+    X: torch.Tensor | None            # U^T D_fft (p x n), kept for strictly tall layers
+    up: torch.Tensor                  # s * B (m x r)
+    down: torch.Tensor                # A (r x n)
     drift: float
     lora_norm: float
     scale: float
@@ -108,23 +110,24 @@ def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, dev
     if transposed:  # the rule is transpose-equivariant; work on the tall side
         Ws, Wt, Bm, Am = Ws.T, Wt.T, Am.T, Bm.T
     D_fft = Wt - Ws
+    del Wt
     U, sigma, V = thin_svd(Ws, exact)
     C_lora = (U.T @ Bm) @ (Am @ V)
-    DfV = D_fft @ V
-    C_fft = U.T @ DfV
-    fft_perp = DfV - U @ C_fft if Ws.shape[0] > Ws.shape[1] else None
-    D_lora = Bm @ Am
-    D_base = D_lora - D_fft
+    X = U.T @ D_fft
+    C_fft = X @ V
+    tall = Ws.shape[0] > Ws.shape[1]
     ws_norm = float(sigma.double().norm())
-    drift = float(D_fft.double().norm()) / ws_norm if ws_norm > 0 else 0.0
-    lora_norm = float(D_lora.double().norm()) / ws_norm if ws_norm > 0 else 0.0
+    drift = float(D_fft.norm()) / ws_norm if ws_norm > 0 else 0.0
+    # ||B A||_F^2 = tr((B^T B)(A A^T)), without forming B A
+    lora_sq = float(((Bm.T @ Bm) * (Am @ Am.T)).sum().clamp_min(0))
+    lora_norm = lora_sq ** 0.5 / ws_norm if ws_norm > 0 else 0.0
     st = sm = None
     if spectra:
-        st = torch.linalg.svdvals(Wt)
-        sm = torch.linalg.svdvals(Ws + D_lora)
+        st = torch.linalg.svdvals(Ws + D_fft)
+        sm = torch.linalg.svdvals(Ws + Bm @ Am)
     _sync(device)
-    return LayerState(name, (m, n), transposed, exact, U, sigma, V, C_lora, C_fft, D_base, fft_perp,
-                      drift, lora_norm, scale, B.shape[1] if B.dim() > 1 else 1, st, sm,
+    return LayerState(name, (m, n), transposed, exact, U, sigma, V, C_lora, C_fft, D_fft, X if tall else None,
+                      Bm, Am, drift, lora_norm, scale, B.shape[1] if B.dim() > 1 else 1, st, sm,
                       time.perf_counter() - t0)
 
 
@@ -136,10 +139,7 @@ def conclude(state: LayerState, settings: TransferSettings, rank: int | str | No
     k = head_size(state.sigma, state.square, settings.energy)
     arb = arbitrate(state.C_lora, state.C_fft, state.sigma, k, settings)
     delta = arb.C_casa - (state.C_lora - state.C_fft)
-    D = state.D_base + _backproject(state.U, delta, state.V)
-    if state.fft_perp is not None and bool(arb.coldom.any()):
-        cd = arb.coldom
-        D = D + state.fft_perp[:, cd] @ state.V[:, cd].T
+    D = dense_update(state, delta, arb.coldom)
     _sync(D.device)
     t1 = time.perf_counter()
     r_out = p if rank == "full" else min(p, rank or state.rank_in)
@@ -157,6 +157,21 @@ def conclude(state: LayerState, settings: TransferSettings, rank: int | str | No
                        arb.threshold, fac.energy_kept, state.drift, up, down, views,
                        {"spectral": state.seconds, "arbitration": t1 - t0, "factorization": t2 - t1,
                         "views": time.perf_counter() - t2})
+
+
+def dense_update(state: LayerState, delta: torch.Tensor, coldom: torch.Tensor) -> torch.Tensor:
+    """D_casa (tall orientation) from the correction delta = C_casa - (C_lora - C_fft).
+
+    Where the rule routes like base + LoRA the update is D_lora - D_fft; the correction lives
+    on the dominant strips. For strictly tall layers the complement of W_s's column space keeps
+    the LoRA's routing in dominant columns: + (I - U U^T) D_fft V_cd V_cd^T.
+    """
+    D = torch.addmm(-state.D_fft, state.up, state.down)
+    D += _backproject(state.U, delta, state.V)
+    if state.X is not None and bool(coldom.any()):
+        Vc = state.V[:, coldom]
+        D += (state.D_fft @ Vc - state.U @ (state.X @ Vc)) @ Vc.T
+    return D
 
 
 def _backproject(U, delta, V) -> torch.Tensor:

@@ -44,8 +44,8 @@ def test_independent_of_svd_signs(shape):
     s = torch.where(torch.rand(st.sigma.numel(), generator=g) < 0.5, -1.0, 1.0).double()
     st.U, st.V = st.U * s, st.V * s
     st.C_lora, st.C_fft = s[:, None] * st.C_lora * s, s[:, None] * st.C_fft * s
-    if st.fft_perp is not None:
-        st.fft_perp = st.fft_perp * s
+    if st.X is not None:
+        st.X = s[:, None] * st.X
     D2 = _dense(st)
     assert torch.allclose(D1, D2, atol=1e-12 * D1.abs().max())
 
