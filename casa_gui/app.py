@@ -42,8 +42,10 @@ def main(argv=None) -> int:
     from . import theme
     from .diagnostics import install_excepthook, setup_logging
     from .main_window import MainWindow
+    from .qt_compat import pin_singletons
     from .settings_store import GuiSettings
 
+    pin_singletons()
     log_path = setup_logging()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CASA Studio")

@@ -164,8 +164,13 @@ class LayerTable(QTableView):
     def set_plan(self, plan) -> None:
         self.model_.set_plan(plan)
         self.resizeColumnsToContents()
+        # room for the figures that arrive later (drift, then the run's columns)
+        digits = self.fontMetrics().horizontalAdvance("0.00000") + 12
+        for col, name in enumerate(COLUMNS):
+            if name in ("Drift", "Dominant", "Energy kept", "Capped", "Clusters"):
+                self.setColumnWidth(col, max(self.columnWidth(col), digits))
         self.setColumnWidth(0, max(self.columnWidth(0), 200))
-        self.setColumnWidth(5, min(self.columnWidth(5), 220))
+        self.setColumnWidth(5, min(max(self.columnWidth(5), 110), 260))
 
     def _current_changed(self, cur, _prev) -> None:
         if cur.isValid() and not self.model_.rows[cur.row()].passed:

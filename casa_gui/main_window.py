@@ -38,6 +38,7 @@ from .plots.clusters import ClusterView
 from .plots.heatmap import HeatmapView
 from .plots.risk import RiskView
 from .plots.spectra import SpectraView
+from .qt_compat import pin_singletons
 from .session import Session
 from .settings_panel import ConvertPanel
 from .settings_store import GuiSettings, layout_settings
@@ -53,12 +54,15 @@ TABS = (("routing", "Routing"), ("clusters", "Clusters"), ("spectra", "Spectra")
 class MainWindow(QMainWindow):
     """Everything the user drives; long work goes through ``self.runner`` (one job at a time)."""
 
-    inspected = Signal(bool)        # the inspection finished (True: a plan is ready)
+    # Emitted once the job's thread has ended (the runner is free again). No bool payloads:
+    # PySide6 6.12 on Python 3.11 drops a reference to True on every Python-side emit of it.
+    inspected = Signal(str)         # 'ok' (a plan is ready) | 'failed'
     run_finished = Signal(str)      # 'succeeded' | 'cancelled' | 'failed'
     rearbitrated = Signal(str)      # module
     exported = Signal(object)       # ExportInfo
 
     def __init__(self, gs: GuiSettings | None = None, parent=None):
+        pin_singletons()
         super().__init__(parent)
         self.gs = gs if gs is not None else GuiSettings.load()
         self.session = Session()
@@ -67,6 +71,7 @@ class MainWindow(QMainWindow):
         self._export_after_run = False
         self._run_t0 = 0.0
         self._pending: dict = {}
+        self._outcome: tuple | None = None      # (signal, value) to emit when the job has ended
         self.setWindowTitle("CASA Studio")
 
         self.sources = SourcesPanel(self.gs.recent)
@@ -249,7 +254,7 @@ class MainWindow(QMainWindow):
                 log.info("  passes through: %s (%s)", p.prefix, p.reason)
             if not self.export.output():
                 self.export.path.setText(str(self._default_output(plan)))
-            self.inspected.emit(True)
+            self._outcome = (self.inspected, "ok")
             if plan.layers:
                 self.table.select_module(plan.layers[0].module)
             self._refresh_overview()
@@ -270,7 +275,7 @@ class MainWindow(QMainWindow):
     def _on_inspect_failed(self, message: str) -> None:
         self.sources.show_status(message, error=True)
         self.messages.show_error(f"These inputs cannot be converted: {message}")
-        self.inspected.emit(False)
+        self._outcome = (self.inspected, "failed")
 
     def _on_inspect_done(self) -> None:
         if self.session.drift:
@@ -359,26 +364,30 @@ class MainWindow(QMainWindow):
         self._run_seconds = secs
         self._refresh_overview()
         self._show_layer(self.selected)
-        self.run_finished.emit("succeeded")
-        if self._export_after_run:
-            self._export_after_run = False
-            QTimer.singleShot(0, self.start_export)
+        self._outcome = (self.run_finished, "succeeded")
 
     def _on_run_cancelled(self) -> None:
         self._export_after_run = False
+        self._outcome = (self.run_finished, "cancelled")
         self.convert.eta.setText("cancelled")
         self.messages.show_info(f"Cancelled after {len(self.session.results)} of {len(self.session.plan.layers)} "
                                 "layers; nothing was written. Convert again to finish.")
-        self.run_finished.emit("cancelled")
 
     def _on_run_failed(self, message: str) -> None:
         self._export_after_run = False
         self.convert.eta.setText("failed")
         self.messages.show_error(message)
-        self.run_finished.emit("failed")
+        self._outcome = (self.run_finished, "failed")
 
-    def _job_stopped(self, _name: str) -> None:
+    def _job_stopped(self, name: str) -> None:
         self._set_busy(False)
+        outcome, self._outcome = self._outcome, None
+        if name == "conversion" and self._export_after_run:
+            self._export_after_run = False
+            if outcome == (self.run_finished, "succeeded"):
+                self.start_export()
+        if outcome is not None:
+            outcome[0].emit(outcome[1])
 
     def _set_busy(self, busy: bool) -> None:
         name = self.runner.job.name if busy and self.runner.job is not None else ""
@@ -391,9 +400,10 @@ class MainWindow(QMainWindow):
         self.override.set_enabled(not running)
         self.sources.setEnabled(not running)
         if not busy:
-            self.convert.progress.setFormat(self.convert.progress.format().replace("idle", "idle"))
             if self.status.text().startswith("Cancelling"):
-                self.status.setText("Cancelled.")
+                self.status.setText("Cancelled; nothing was written.")
+            elif self.status.text().endswith("(Esc cancels)"):
+                self.status.setText("Ready.")
         elif running:
             self.status.setText(f"{name.capitalize()} running… (Esc cancels)")
 
@@ -484,7 +494,7 @@ class MainWindow(QMainWindow):
         if module == self.selected:
             self._show_layer(module)
         self._overview_timer.start()
-        self.rearbitrated.emit(module)
+        self._outcome = (self.rearbitrated, module)
 
     def apply_all(self, settings) -> bool:
         """Make ``settings`` the global thresholds and rerun every layer (overrides are kept)."""
@@ -538,7 +548,7 @@ class MainWindow(QMainWindow):
         if self.write_report.isChecked():
             self._write_report(info)
         self.messages.show_info(f"Wrote {info.path}.")
-        self.exported.emit(info)
+        self._outcome = (self.exported, info)
 
     def _write_report(self, info) -> None:
         from casa_core.pipeline import resolve_device

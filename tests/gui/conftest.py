@@ -42,7 +42,7 @@ def demo_window(window, qtbot):
     """The window with the demo inputs inspected (plan ready, drift read)."""
     with qtbot.waitSignal(window.inspected, timeout=30_000) as blocker:
         window.open_demo()
-    assert blocker.args == [True], window.messages.text()
+    assert blocker.args == ["ok"], window.messages.text()
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=30_000)
     return window
 
