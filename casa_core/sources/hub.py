@@ -117,9 +117,10 @@ def _weights(files: list[str], repo: HubRef, prefix: str = "") -> tuple[str | No
 
 def _several(repo: HubRef, choices: list[str], kind: str) -> ChoiceNeeded:
     shown = ", ".join(choices[:6]) + (", ..." if len(choices) > 6 else "")
-    todo = (f"pick one with --lora-file NAME" if kind == "lora"
+    todo = ("pick one with --lora-file NAME" if kind == "lora"
             else f"name one as {repo.repo_id}:{(repo.subfolder + '/') if repo.subfolder else ''}FILE")
-    return ChoiceNeeded(f"{kind} repo {repo} holds {len(choices)} weight files ({shown})", todo, choices)
+    label = "LoRA" if kind == "lora" else "model"
+    return ChoiceNeeded(f"{label} repo {repo} holds {len(choices)} weight files ({shown})", todo, choices)
 
 
 def _choose_model(listing: list[str], repo: HubRef) -> _Choice:
@@ -281,7 +282,7 @@ def resolve(ref: HubRef, kind: str = "model", *, lora_file: str | None = None,
 
     try:
         info = HfApi().model_info(ref.repo_id, revision=ref.revision, files_metadata=True, token=token)
-    except Exception as exc:  # huggingface_hub and its HTTP client raise many types
+    except _hub_errors() as exc:
         raise _hub_error(exc, ref) from None
     sha = info.sha
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
@@ -323,9 +324,7 @@ def _fetch(ref, files, prefix, sizes, cache, token, progress, cancel, sha) -> li
             # the revision as typed (not the sha), so the cache's refs/<branch> is written too
             p = Path(hf_hub_download(ref.repo_id, name, revision=ref.revision, cache_dir=cache, token=token,
                                      tqdm_class=bar))
-        except Cancelled:
-            raise
-        except Exception as exc:
+        except _hub_errors() as exc:
             raise _hub_error(exc, ref, name) from None
         if sha not in p.parts:
             raise CasaError(f"{ref} moved to a new commit while its files were downloading",
@@ -370,6 +369,13 @@ def _offline_error(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -
         needed += _shards(base / choice.index, choice.index)
     missing = next((f for f in needed if f not in listing), "?")
     return CasaError(f"{ref}: {missing} is not in the Hugging Face cache and HF_HUB_OFFLINE is set", todo)
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub import errors
+
+    # the hub's own errors, its HTTP client's (connect, timeout), the OS's; ValueError: invalid ids
+    return errors.HfHubHTTPError, errors.HTTPError, OSError, ValueError
 
 
 def _hub_error(exc: Exception, ref: HubRef, filename: str | None = None) -> CasaError:
