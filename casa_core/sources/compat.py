@@ -43,7 +43,8 @@ class ModelFacts:
     quantisation: str = ""         # fp8 flavour, if any
 
     def line(self) -> str:
-        extra = [size(self.dim) + (" I2V" if self.i2v else "") + (f", {self.blocks} blocks" if self.blocks else ""),
+        blocks = f", {self.blocks} block{'s' * (self.blocks != 1)}" if self.blocks else ""
+        extra = [size(self.dim) + (" I2V" if self.i2v else "") + blocks,
                  f"{self.tensors} tensors, {'/'.join(self.dtypes)}"]
         if self.container:
             extra.append(f"pickled, using {self.container}")
