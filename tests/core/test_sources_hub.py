@@ -304,3 +304,17 @@ def test_convert_from_hub_is_the_same_as_from_files(offline, inputs, tmp_path):
     meta = json.loads(json.dumps(make_plan(*open_sources("Wan-AI/Wan2.1-T2V-1.3B", str(inputs.diff),
                                                          "someone/wan-lora")).describe()))
     assert meta["base"]["source"].endswith(SHA) and meta["lora"]["source"] == f"someone/wan-lora@{SHA}"
+
+
+def test_online_repack_repo_needs_a_file_named(online, inputs):
+    """A ComfyUI repack holds many variants: the user names one after ':' and only that is fetched."""
+    repo = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
+    files = {f"split_files/diffusion_models/wan2.1_t2v_1.3B_{v}.safetensors": inputs.orig for v in ("fp16", "bf16")}
+    files["split_files/vae/wan_2.1_vae.safetensors"] = b"x"
+    fake = online(repo, files)
+    with pytest.raises(hub.ChoiceNeeded) as e:
+        open_model(repo, "base")
+    assert f"name one as {repo}:FILE" in str(e.value) and len(e.value.choices) == 3 and fake.fetched == []
+    name = "split_files/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"
+    m = open_model(f"{repo}:{name}", "base")
+    assert fake.fetched == [name] and m.identity == f"{repo}@{SHA}:{name}"
