@@ -170,7 +170,7 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(desc | {"checks": checks}, indent=1))
     else:
-        _print_checks(checks, base, target, lora)
+        _print_checks(checks)
         if plan:
             _print_plan(desc, plan)
     if error is not None:
@@ -178,15 +178,11 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _print_checks(checks, base, target, lora) -> None:
-    from .sources.compat import lora_facts, model_facts
+def _print_checks(checks) -> None:
+    from .sources.compat import LoraFacts, ModelFacts
 
-    if base is not None:
-        print(f"base    {model_facts(base).line()}")
-    if target is not None:
-        print(f"target  {model_facts(target).line()}")
-    if lora is not None:
-        print(f"lora    {lora_facts(lora).line()}")
+    for role, facts in checks["sources"].items():
+        print(f"{role:<8}{(LoraFacts if role == 'lora' else ModelFacts)(**facts).line()}")
     m = checks["matches"]
     if "base-target" in m:
         bt = m["base-target"]
@@ -234,7 +230,9 @@ def _print_plan(desc, plan) -> None:
             print(f"  ... and {len(desc['other_keys']) - 20} more")
     converted = sorted({lp.pair.kind for lp in plan.layers} - {"lora"})
     if converted:
-        print(f"\nnote: {'/'.join(k.upper() if k else k for k in converted)} layers are materialised and "
+        from .sources.compat import KIND_NAMES
+
+        print(f"\nnote: {'/'.join(KIND_NAMES[k] for k in converted)} layers are materialised and "
               "written as a standard LoRA")
 
 

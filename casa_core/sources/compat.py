@@ -15,6 +15,7 @@ from .. import names
 # hidden size -> model family (formats.md)
 FAMILIES = {1536: "Wan2.1 1.3B", 5120: "Wan2.1 14B", 3072: "Wan2.2 5B"}
 _BLOCK = re.compile(r"^blocks\.\d+\.")
+KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 
 
 def size(dim: int | None) -> str:
@@ -74,7 +75,7 @@ class LoraFacts:
     dim: int | None                # the hidden size its layers imply
 
     def line(self) -> str:
-        kinds = ", ".join(f"{n} {k if k != 'lora' else 'LoRA'}" for k, n in sorted(self.kinds.items()))
+        kinds = ", ".join(f"{n} {KIND_NAMES.get(k, k)}" for k, n in sorted(self.kinds.items()))
         ranks = "/".join(map(str, self.ranks[:4])) + ("/..." if len(self.ranks) > 4 else "")
         fam = f"; layers fit {size(self.dim)}" if self.dim else ""
         return f"{self.identity}  ({self.format} format; {kinds} layers, rank {ranks}{fam})"

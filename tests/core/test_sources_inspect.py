@@ -118,6 +118,6 @@ def test_lyc_kinds_are_shown(capsys, fastwan, tmp_path):
     save_file(sd, tmp_path / "loha.safetensors")
     code, out, _ = run(capsys, "--base", base, "--target", target, "--lora", tmp_path / "loha.safetensors",
                        "--no-drift")
-    assert code == 0 and "(kohya format; 2 loha layers, rank 4" in out
-    assert "LOHA layers are materialised and written as a standard LoRA" in out
+    assert code == 0 and "(kohya format; 2 LoHa layers, rank 4" in out
+    assert "LoHa layers are materialised and written as a standard LoRA" in out
     assert names.strip_prefix("base_model.model.blocks.0.attn1.to_q") == "blocks.0.attn1.to_q"
