@@ -21,7 +21,7 @@ SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 # Where training scripts put the weights, best first (Self-Forcing's EMA generator first).
 CONTAINERS = ("generator_ema", "generator", "model", "state_dict", "module")
 
-REMAP_BYTES = 1 << 30
+REMAP_BYTES = 256 << 20
 
 _TAGS = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
          "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
