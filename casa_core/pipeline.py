@@ -279,7 +279,11 @@ def convert(plan: Plan, output, settings: TransferSettings, options: RunOptions,
             on_result(i, total, res)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
+    t_write = time.perf_counter()
     info = export_results(plan, results, output, settings, options)
+    t_write = time.perf_counter() - t_write
     device = str(resolve_device(options.device))
-    return build_report(plan, list(results.values()), settings, options, info,
-                        time.perf_counter() - t0, device)
+    report = build_report(plan, list(results.values()), settings, options, info,
+                          time.perf_counter() - t0, device)
+    report["totals"]["write_seconds"] = t_write
+    return report

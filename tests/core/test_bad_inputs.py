@@ -65,7 +65,8 @@ def test_missing_path(demo, tmp_path, casa_cmd):
 def test_unreadable_lora(demo, tmp_path, casa_cmd, kind):
     bad = tmp_path / "bad.safetensors"
     raw = demo["lora"].read_bytes()
-    bad.write_bytes({"empty": b"", "truncated": raw[: len(raw) // 2], "not-safetensors": b"PK\x03\x04" + raw[:100]}[kind])
+    variants = {"empty": b"", "truncated": raw[: len(raw) // 2], "not-safetensors": b"PK\x03\x04" + raw[:100]}
+    bad.write_bytes(variants[kind])
     demo["lora"] = bad
     out = tmp_path / "out.safetensors"
     _refused(_run(casa_cmd, demo, out), out, str(bad.name))

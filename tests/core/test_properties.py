@@ -135,3 +135,22 @@ def test_demo_transfers_every_layer_and_differs_from_direct(tmp_path):
     assert report["totals"]["capped"] > 0
     got, src = f.read_updates(out), f.read_updates(d["lora"])
     assert any(not torch.allclose(got[k], src[k], atol=1e-3 * src[k].abs().max()) for k in src)
+
+
+@pytest.mark.parametrize("cond", [10.0, 1e5, float("inf")], ids=["well", "ill", "rank-deficient"])
+def test_fast_basis_matches_svd(cond):
+    """The Gram-eigh basis spans the same routing as LAPACK's SVD, however W is conditioned."""
+    from casa_core.spectral import thin_svd
+
+    g = torch.Generator().manual_seed(2)
+    m, n = 120, 60
+    q1, _ = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    s = torch.logspace(0, -5 if cond == 1e5 else -1, n, dtype=torch.float64)
+    if cond == float("inf"):
+        s[-5:] = 0
+    W = ((q1 * s) @ q2.T).float()
+    U, sig, V = thin_svd(W, exact=False)
+    assert torch.allclose((U * sig) @ V.T, W, atol=1e-5 * float(s[0]))
+    assert torch.allclose(V.T @ V, torch.eye(n), atol=1e-5)
+    assert torch.allclose(sig.double(), s, atol=1e-5 * float(s[0]))

@@ -1,0 +1,25 @@
+"""The benchmark's straightforward baseline implements the same rule (golden cases, float64)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from casa_core.pipeline import make_plan, open_sources
+from tests.conftest import GOLDEN
+
+naive = pytest.importorskip("benchmarks.naive")
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[c.name for c in GOLDEN])
+def test_naive_matches_golden(case):
+    c = json.loads((case / "case.json").read_text())
+    plan = make_plan(*open_sources(case / c["base"], case / c["target"], case / c["lora"]))
+    expected = load_file(case / "expected.safetensors")
+    for lp in plan.layers:
+        key = f"{lp.module}.weight"
+        D = naive.naive_update(plan.base.read(key), plan.target.read(key), plan.lora.read(lp.pair.up_key),
+                               plan.lora.read(lp.pair.down_key), lp.scale, dtype=torch.float64)
+        e = expected[lp.module].double()
+        assert float((D - e).norm() / e.norm()) < 1e-6, lp.module
