@@ -120,12 +120,13 @@ def _several(repo: HubRef, choices: list[str], kind: str) -> ChoiceNeeded:
     todo = ("pick one with --lora-file NAME" if kind == "lora"
             else f"name one as {repo.repo_id}:{(repo.subfolder + '/') if repo.subfolder else ''}FILE")
     label = "LoRA" if kind == "lora" else "model"
-    return ChoiceNeeded(f"{label} repo {repo} holds {len(choices)} weight files ({shown})", todo, choices)
+    n = len(choices)
+    return ChoiceNeeded(f"{label} repo {repo} holds {n} weight file{'s' * (n != 1)} ({shown})", todo, choices)
 
 
 def _choose_model(listing: list[str], repo: HubRef) -> _Choice:
     top = [f for f in listing if "/" not in f]
-    if "model_index.json" in top and any(f.startswith("transformer/") for f in listing):
+    if "model_index.json" in top:  # a diffusers repo: only its transformer counts
         tdir = [f[len("transformer/"):] for f in listing if f.startswith("transformer/") and f.count("/") == 1]
         found = _weights(tdir, repo, "transformer/")
         if found is None:
@@ -240,8 +241,8 @@ def _from_cache(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -> R
     listing = _listing(base)
     try:
         choice = _choose(kind, listing, ref, lora_file)
-    except _Missing:
-        return None
+    except (_Missing, ChoiceNeeded):
+        return None  # a partial cache decides nothing; the repo's own listing will
     needed = list(choice.needed)
     if choice.index:
         needed += _shards(base / choice.index, choice.index)

@@ -318,3 +318,18 @@ def test_online_repack_repo_needs_a_file_named(online, inputs):
     name = "split_files/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors"
     m = open_model(f"{repo}:{name}", "base")
     assert fake.fetched == [name] and m.identity == f"{repo}@{SHA}:{name}"
+
+
+def test_a_partial_cache_does_not_decide(online, inputs, monkeypatch):
+    """Another tool cached only the VAE of a diffusers repo: the repo's listing decides, not the cache."""
+    repo = "FastVideo/FastWan2.1-T2V-1.3B-Diffusers"
+    index, vae = inputs.diff / "model_index.json", "vae/diffusion_pytorch_model.safetensors"
+    fake = online(repo, {f"transformer/{k}": v for k, v in _tree(inputs.diff / "transformer").items()}
+                  | {"model_index.json": index, vae: b"x"})
+    put_in_cache(Path(constants.HF_HUB_CACHE), repo, {"model_index.json": index, vae: b"x"})
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CasaError, match="no weights under transformer/ in the Hugging Face cache, and HF_HUB_OFF"):
+        open_model(repo, "target")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert open_model(repo, "target").layout == "diffusers"
+    assert vae not in fake.fetched and "model_index.json" in fake.fetched
