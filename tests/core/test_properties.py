@@ -90,16 +90,25 @@ def test_capping_rule_on_a_hand_made_case():
     assert bool(arb.capped.any()) and bool((~dom).any())
 
 
-def test_randomized_factorization_within_bound():
+@pytest.mark.parametrize("spectrum", ["low-rank+noise", "slow-decay", "flat"])
+def test_randomized_factorization_within_bound(spectrum):
     """The seeded randomized path keeps a residual within 0.1% of the truncated SVD's."""
     g = torch.Generator().manual_seed(3)
     m, n = 700, 400
-    D = (torch.randn(m, 40, generator=g) @ torch.randn(40, n, generator=g)) + 0.3 * torch.randn(m, n, generator=g)
+    if spectrum == "low-rank+noise":
+        D = torch.randn(m, 40, generator=g) @ torch.randn(40, n, generator=g) + 0.3 * torch.randn(m, n, generator=g)
+    else:
+        q1, _ = torch.linalg.qr(torch.randn(m, n, generator=g))
+        q2, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+        s = torch.arange(1, n + 1, dtype=torch.float32) ** (-0.5 if spectrum == "slow-decay" else -0.05)
+        D = (q1 * s) @ q2.T
     fac = factorize(D, 32, exact=False)
     best = torch.linalg.svdvals(D.double())
     opt = float((best[32:] ** 2).sum().sqrt())
     got = float((D.double() - fac.up.double() @ fac.down.double()).norm())
     assert got <= opt * 1.001
+    e_opt = float((best[:32] ** 2).sum() / (best ** 2).sum())
+    assert e_opt - 0.002 * (1 - e_opt) - 1e-6 <= fac.energy_kept <= e_opt + 1e-6
     assert factorize(D, 32, exact=False).up.equal(fac.up)  # seeded: same bytes
 
 
