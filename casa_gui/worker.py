@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, Signal, Slot
 
 from casa_core.errors import Cancelled, CasaError
 
@@ -86,6 +86,8 @@ class Job(QObject):
         else:
             self.succeeded.emit()
         finally:
+            # hand the job back to the GUI thread, so Python deletes it there once dropped
+            self.moveToThread(QCoreApplication.instance().thread())
             self.done.emit()
 
 
@@ -112,9 +114,8 @@ class Runner(QObject):
         thread.setObjectName(f"casa-{job.name}")
         job.moveToThread(thread)
         thread.started.connect(job.run)
-        job.done.connect(thread.quit)
-        # Qt's own pattern: the job is deleted in its thread as the thread ends
-        thread.finished.connect(job.deleteLater)
+        # direct: quit() is thread-safe, and stop() may be waiting with no event loop running
+        job.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._finished)
         self.job, self.thread, self._name = job, thread, job.name
         thread.start()
@@ -131,7 +132,12 @@ class Runner(QObject):
             return True
         self.job.cancel()
         thread = self.thread
-        ok = thread.wait() if timeout_ms < 0 else thread.wait(timeout_ms)
+        # QThread.wait() holds the GIL in PySide6 6.12, so the worker could never finish
+        # its layer; poll with the GIL released instead
+        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+        while not thread.isFinished() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+        ok = thread.isFinished() and thread.wait(1000)
         if ok:
             # deliver what the job emitted before it ended, so no stale item arrives later
             QCoreApplication.sendPostedEvents(None, QEvent.Type.MetaCall)
@@ -142,6 +148,8 @@ class Runner(QObject):
     def _finished(self) -> None:
         if self.thread is None:
             return
-        self.thread.deleteLater()
-        self.job = self.thread = None
+        # 'finished' is emitted just before the thread ends; never drop a QThread still running
+        while not self.thread.isFinished():
+            time.sleep(0.001)
+        self.job = self.thread = None       # Python owns both; they are deleted here, in this thread
         self.stopped.emit(self._name)

@@ -1,0 +1,139 @@
+"""Cancel, close during a run, responsiveness, and the worker adapter itself."""
+
+import threading
+import time
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
+
+from casa_gui.worker import Job, Runner
+
+from .conftest import worker_threads
+
+
+def test_cancel_mid_run_leaves_no_output_and_no_thread(demo_window, qtbot, slow_layers, tmp_path):
+    w = demo_window
+    out = tmp_path / "never.safetensors"
+    w.export.path.setText(str(out))
+    w._export_after_run = True                      # as if Export had started the run
+    assert w.start_convert()
+    qtbot.waitUntil(lambda: len(w.session.results) >= 3, timeout=30_000)
+    assert w.convert.cancel_btn.isEnabled() and not w.convert.convert_btn.isEnabled()
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(w.run_finished, timeout=10_000) as blocker:
+        w.convert.cancel_btn.click()
+    assert blocker.args == ["cancelled"]
+    assert time.perf_counter() - t0 < 2.0           # within one layer
+    assert 3 <= len(w.session.results) < 32 and not w.session.complete
+    assert not w.runner.busy and w.runner.thread is None
+    qtbot.waitUntil(lambda: not worker_threads(), timeout=5_000)
+    assert not out.exists() and not list(tmp_path.glob("*.part"))
+    assert "nothing was written" in w.messages.text()
+    assert w.convert.convert_btn.isEnabled() and not w.convert.cancel_btn.isEnabled()
+    # the app stays usable: the next run completes
+    with qtbot.waitSignal(w.run_finished, timeout=50_000) as blocker:
+        w.start_convert()
+    assert blocker.args == ["succeeded"] and w.session.complete
+
+
+def test_escape_cancels(demo_window, qtbot, slow_layers):
+    from PySide6.QtCore import Qt
+
+    w = demo_window
+    w.start_convert()
+    qtbot.waitUntil(lambda: len(w.session.results) >= 1, timeout=30_000)
+    with qtbot.waitSignal(w.run_finished, timeout=10_000) as blocker:
+        qtbot.keyClick(w, Qt.Key.Key_Escape)
+    assert blocker.args == ["cancelled"]
+
+
+def test_close_during_run_cancels_and_waits(demo_window, qtbot, slow_layers, tmp_path):
+    w = demo_window
+    w.export.path.setText(str(tmp_path / "x.safetensors"))
+    w.start_convert()
+    qtbot.waitUntil(lambda: len(w.session.results) >= 2, timeout=30_000)
+    assert w.runner.busy
+    t0 = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - t0 < 5.0
+    assert not w.runner.busy
+    qtbot.waitUntil(lambda: not worker_threads(), timeout=5_000)
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_window_stays_responsive_during_a_run(demo_window, qtbot, slow_layers):
+    w = demo_window
+    ticks = []
+    timer = QTimer(interval=20, timeout=lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    w.start_convert()
+    qtbot.waitUntil(lambda: len(w.session.results) >= 4, timeout=30_000)
+    # switching layers, resizing and scrolling while the worker runs
+    w.select_layer(w.session.plan.layers[1].module)
+    w.resize(1100, 700)
+    w.table.verticalScrollBar().setValue(5)
+    assert w.heatmap.result is w.session.results[w.session.plan.layers[1].module]
+    qtbot.waitUntil(lambda: not w.runner.busy, timeout=50_000)
+    timer.stop()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert len(ticks) > 50 and max(gaps) < 1.0, max(gaps)
+
+
+class _Receiver(QObject):
+    def __init__(self):
+        super().__init__()
+        self.items, self.threads, self.ends = [], [], []
+
+    def got(self, item):
+        self.items.append(item)
+        self.threads.append(QThread.currentThread())
+
+    def end(self, *args):
+        self.ends.append(args)
+
+
+class _Holder(QObject):
+    go = Signal()
+
+
+def test_job_forwards_items_on_the_gui_thread_and_throttles_progress(qtbot, qapp):
+    def gen(cancel: threading.Event):
+        for i in range(50):
+            time.sleep(0.004)
+            yield i
+
+    rec = _Receiver()
+    progress = []
+    runner = Runner()
+    job = Job("count", gen, total=50, throttle_s=0.05)
+    job.yielded.connect(rec.got)
+    job.progress.connect(lambda *a: progress.append(a))
+    job.succeeded.connect(rec.end)
+    with qtbot.waitSignal(runner.stopped, timeout=10_000):
+        runner.start(job)
+    assert rec.items == list(range(50))
+    assert all(t is qapp.thread() for t in rec.threads)     # queued onto the GUI thread
+    assert rec.ends == [()]
+    assert 1 <= len(progress) < 50 and progress[-1][:2] == (50, 50)
+    assert not runner.busy
+
+
+def test_job_reports_errors_as_one_line(qtbot):
+    from casa_core.errors import CasaError
+
+    def bad(cancel):
+        yield 1
+        raise CasaError("the GPU ran out of memory on blocks.0.ffn.0", "use --device cpu")
+
+    def bug(cancel):
+        raise ZeroDivisionError("boom")
+        yield
+
+    for fn, expect in ((bad, "Pick CPU under Device, or float32 under Precision"), (bug, "ZeroDivisionError: boom")):
+        rec = _Receiver()
+        runner = Runner()
+        job = Job("test", fn)
+        job.failed.connect(rec.end)
+        with qtbot.waitSignal(runner.stopped, timeout=10_000):
+            runner.start(job)
+        assert len(rec.ends) == 1 and expect in rec.ends[0][0]
+        assert "Traceback" not in rec.ends[0][0]
