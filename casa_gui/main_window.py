@@ -47,6 +47,7 @@ from .worker import Job, Runner
 
 log = logging.getLogger("casa_gui")
 
+BACKGROUND_JOBS = ("inspection", "layer cache")     # preempted by what the user asks for
 TABS = (("routing", "Routing"), ("clusters", "Clusters"), ("spectra", "Spectra"), ("risk", "Risk"),
         ("overview", "Overview"))
 
@@ -89,7 +90,8 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(controls)
-        scroll.setMinimumWidth(340)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(controls.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 6)
         self.controls_dock = QDockWidget("Controls", self)
         self.controls_dock.setObjectName("controls")
         self.controls_dock.setWidget(scroll)
@@ -132,6 +134,7 @@ class MainWindow(QMainWindow):
 
         self._make_actions()
         self._overview_timer = QTimer(self, singleShot=True, interval=150, timeout=self._refresh_overview)
+        self._prefetch_timer = QTimer(self, singleShot=True, interval=0, timeout=self._prefetch_state)
 
         self.sources.inspect_requested.connect(self.inspect)
         self.sources.demo_btn.clicked.connect(self.open_demo)
@@ -149,6 +152,7 @@ class MainWindow(QMainWindow):
         self.runner.stopped.connect(self._job_stopped)
 
         self.resize(1500, 950)
+        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
         self._restore_layout()
         if self.gs.base or self.gs.target or self.gs.lora:
             self.sources.set_values(self.gs.base, self.gs.target, self.gs.lora, inspect=False)
@@ -213,11 +217,9 @@ class MainWindow(QMainWindow):
         self.sources.set_values(str(d["base"]), str(d["target"]), str(d["lora"]))
 
     def inspect(self, base: str, target: str, lora: str) -> None:
-        if self.runner.busy:
-            if self.runner.job is not None and self.runner.job.name != "inspection":
-                self.messages.show_error("A job is running; cancel it (Esc) before changing the sources.")
-                return
-            self.runner.stop()
+        if not self._preempt():
+            self.messages.show_error("A job is running; cancel it (Esc) before changing the sources.")
+            return
         for role, v in zip(("base", "target", "lora"), (base, target, lora), strict=True):
             self.gs.remember(role, v)
             self.sources.slots[role].set_recent(self.gs.recent[role])
@@ -291,11 +293,9 @@ class MainWindow(QMainWindow):
         if self.session.plan is None:
             self.messages.show_error("Pick the three sources first; the layer table shows what will transfer.")
             return False
-        if self.runner.busy:
-            if self.runner.job.name != "inspection":
-                self.messages.show_error("A job is already running.")
-                return False
-            self.runner.stop()      # the drift column fills in from the run's results instead
+        if not self._preempt():     # a stopped inspection: the drift column fills in from the results
+            self.messages.show_error("A job is already running.")
+            return False
         try:
             settings = self.convert.settings()
             options = self.session.options(self._options())
@@ -388,10 +388,21 @@ class MainWindow(QMainWindow):
                 self.start_export()
         if outcome is not None:
             outcome[0].emit(outcome[1])
+        # deferred: whoever stopped this job may be about to start the next one
+        self._prefetch_timer.start()
+
+    def _preempt(self) -> bool:
+        """Free the runner of background work (inspection, layer cache); False if a user job runs."""
+        if not self.runner.busy:
+            return True
+        if self.runner.job.name not in BACKGROUND_JOBS:
+            return False
+        self.runner.stop()
+        return True
 
     def _set_busy(self, busy: bool) -> None:
         name = self.runner.job.name if busy and self.runner.job is not None else ""
-        running = busy and name != "inspection"
+        running = busy and name not in BACKGROUND_JOBS
         self.convert.set_running(running)
         self.act_convert.setEnabled(not running)
         self.act_cancel.setEnabled(busy)
@@ -432,6 +443,28 @@ class MainWindow(QMainWindow):
         self.table.select_module(module)
         self.overview.select(module)
         self._show_layer(module)
+        self._prefetch_timer.start()
+
+    def _prefetch_state(self) -> None:
+        """Cache the selected layer's spectra in the background, so tuning it needs no new SVD."""
+        m = self.selected
+        res = self.session.results.get(m) if m else None
+        if res is None or res.views is None or self.runner.busy or self.session.run_options is None:
+            return
+        options = replace(self.session.run_options, overrides={})
+        if self.session.state is not None and self.session.state[0] == jobs.state_key(options, m):
+            return
+        job = Job("layer cache", jobs.state_job(self.session.plan, m, options))
+        job.yielded.connect(self._on_state)
+        job.failed.connect(self._on_state_failed)
+        self.runner.start(job)
+        self._set_busy(True)
+
+    def _on_state(self, item) -> None:
+        self.session.state = (item.state_key, item.state)
+
+    def _on_state_failed(self, message: str) -> None:
+        log.warning("could not cache the spectra of %s: %s", self.selected, message)
 
     def _show_layer(self, module: str | None) -> None:
         res = self.session.results.get(module) if module else None
@@ -460,6 +493,8 @@ class MainWindow(QMainWindow):
         return self._rearbitrate(module, self.session.run_settings, add=False)
 
     def _rearbitrate(self, module: str, settings, add: bool) -> bool:
+        if self.runner.busy and self.runner.job.name == "layer cache":
+            self.runner.stop()          # lets the SVD finish: its result is the cache we need
         if self.runner.busy or self.session.run_options is None or module not in self.session.results:
             self.messages.show_error("Convert first (and wait for the run to finish) to tune a single layer.")
             return False
@@ -507,7 +542,7 @@ class MainWindow(QMainWindow):
         if self.session.plan is None:
             self.messages.show_error("Pick the sources and convert first.")
             return False
-        if self.runner.busy:
+        if not self._preempt():
             self.messages.show_error("Wait for the running job to finish before exporting.")
             return False
         out = self.export.output()

@@ -27,7 +27,9 @@ class OverviewView(PlotPage):
         self.plots: list[pg.PlotItem] = []
         for row, (_key, title) in enumerate(CHARTS):
             p = self.glw.addPlot(row=row, col=0)
-            p.setLabel("left", title)
+            p.setTitle(title, size="9pt", justify="left")
+            p.getAxis("left").enableAutoSIPrefix(False)
+            p.getAxis("left").setWidth(48)
             p.showGrid(y=True, alpha=0.25)
             p.setMouseEnabled(x=True, y=False)
             p.hideButtons()

@@ -38,6 +38,13 @@ class Rearbitrated:
 
 
 @dataclass(frozen=True)
+class StateReady:
+    module: str
+    state_key: tuple
+    state: object          # engine.LayerState
+
+
+@dataclass(frozen=True)
 class Exported:
     info: object           # export.ExportInfo
 
@@ -132,6 +139,15 @@ def rearbitrate_job(plan, module: str, settings: TransferSettings, options: RunO
             raise Cancelled()
         yield Rearbitrated(module, key, st, engine.conclude(st, settings.validate(), options.rank,
                                                            options.view_size))
+    return run
+
+
+def state_job(plan, module: str, options: RunOptions):
+    """Read one layer and cache its spectral analysis (one SVD), so overrides on it are instant."""
+    def run(cancel: threading.Event) -> Iterator:
+        # one indivisible step: a cancel lets it finish, so the cache is never wasted
+        yield StateReady(module, state_key(options, module),
+                         pipeline.layer_state(plan, plan_layer(plan, module), options))
     return run
 
 

@@ -32,9 +32,6 @@ class ClusterView(PlotPage):
             p, img = matrix_plot(title)
             p.setLabel("bottom", "position in cluster order")
             p.setLabel("left", "position in cluster order" if col == 0 else "")
-            if col:
-                p.setXLink(self.plots[0])
-                p.setYLink(self.plots[0])
             self.glw.addItem(p, 0, col)
             self.plots.append(p)
             self.images.append(img)
@@ -64,10 +61,6 @@ class ClusterView(PlotPage):
         k = views.k
         order = v.index if v.index is not None else np.arange(k)
         sorted_labels = views.labels[order]
-        level = symmetric_level(v.c_lora, v.c_casa)
-        for img, (key, _t) in zip(self.images, PANELS, strict=True):
-            set_matrix(img, getattr(v, key), v.step, level)
-        self.bar.setLevels((-level, level))
         for p, item in self._extra:
             p.removeItem(item)
         self._extra = []
@@ -77,23 +70,33 @@ class ClusterView(PlotPage):
         codes = np.array([rank[x] for x in sorted_labels])
         colors = cluster_colors(len(rank))
         rgba = strip_rgba(codes, colors)
-        cuts = np.nonzero(np.diff(codes))[0] + 1
+        starts = np.concatenate([[0], np.nonzero(np.diff(codes))[0] + 1])
+        ends = np.concatenate([starts[1:], [k]])
         pen = pg.mkPen(theme.current().foreground, width=1.2)
+        # each cluster is a block on the diagonal: outline it (corners in cluster order)
+        xs, ys = [], []
+        for a, b in zip(starts.astype(float), ends.astype(float), strict=True):
+            if b - a < 2:
+                continue
+            for (x0, y0), (x1, y1) in (((a, a), (b, a)), ((b, a), (b, b)), ((b, b), (a, b)), ((a, b), (a, a))):
+                xs += [x0, x1]
+                ys += [y0, y1]
+        level = symmetric_level(v.c_lora, v.c_casa, percentile=99.0)
+        for img, (key, _t) in zip(self.images, PANELS, strict=True):
+            set_matrix(img, getattr(v, key), v.step, level)
+        self.bar.setLevels((-level, level))
         for p in self.plots:
             self._extra.append((p, add_strip(p, rgba, k, "left")))
             self._extra.append((p, add_strip(p, rgba, k, "top")))
-            if cuts.size:
-                xs = np.repeat(cuts, 2).astype(float)
-                ends = np.tile([0.0, float(k)], cuts.size)
-                for x, y in ((xs, ends), (ends, xs)):
-                    line = pg.PlotCurveItem(x=x, y=y, connect="pairs", pen=pen)
-                    p.addItem(line)
-                    self._extra.append((p, line))
-        self.plots[0].autoRange(padding=0.02)
+            if xs:
+                line = pg.PlotCurveItem(x=np.array(xs), y=np.array(ys), connect="pairs", pen=pen)
+                p.addItem(line)
+                self._extra.append((p, line))
+            p.autoRange(padding=0.02)
         sizes = np.bincount(codes)
         self.info.setText(f"{res.name}: top {k} directions in {res.n_clusters} clusters "
                           f"(largest {int(sizes.max())}, singletons {int((sizes == 1).sum())}); "
-                          f"τ = {res.settings.tau:g}")
+                          f"τ = {res.settings.tau:g}; outlined blocks: clusters of 2 or more")
 
     def _hover(self, pos) -> None:
         res = self.result

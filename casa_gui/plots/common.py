@@ -20,10 +20,18 @@ def diverging_map() -> pg.ColorMap:
     return pg.colormap.get(DIVERGING)
 
 
-def symmetric_level(*arrays) -> float:
-    """One level L for all arrays, so -L..L is symmetric around 0 and shared by the panels."""
-    m = max((float(np.nanmax(np.abs(a))) for a in arrays if a is not None and a.size), default=0.0)
-    return m if m > 0 else 1e-12
+def symmetric_level(*arrays, percentile: float | None = None) -> float:
+    """One level L for all arrays, so -L..L is symmetric around 0 and shared by the panels.
+
+    With ``percentile``, L is that percentile of |value| over the nonzero entries, so a
+    few large entries saturate instead of washing out the rest.
+    """
+    vals = [np.abs(a[np.isfinite(a)]).ravel() for a in arrays if a is not None and a.size]
+    vals = np.concatenate(vals) if vals else np.zeros(0)
+    vals = vals[vals > 0]
+    if not vals.size:
+        return 1e-12
+    return float(np.percentile(vals, percentile) if percentile else vals.max())
 
 
 def matrix_plot(title: str) -> tuple[pg.PlotItem, pg.ImageItem]:

@@ -37,8 +37,6 @@ class HeatmapView(PlotPage):
         for col, (_key, title) in enumerate(PANELS):
             p, img = matrix_plot(title)
             if col:
-                p.setXLink(self.plots[0])
-                p.setYLink(self.plots[0])
                 p.setLabel("left", "")
             self.glw.addItem(p, 0, col)
             self.plots.append(p)
@@ -55,18 +53,24 @@ class HeatmapView(PlotPage):
         self.dominant.setChecked(True)
         self.capped = QCheckBox("Capped entries")
         self.capped.setChecked(True)
+        self.saturate = QCheckBox("Saturate outliers")
+        self.saturate.setChecked(True)
+        self.saturate.setToolTip("Colour scale at the 99th percentile of |value| (a few entries dominate); "
+                                 "off: at the largest |value|")
         self.info = QLabel("")
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Region"))
         bar.addWidget(self.region)
         bar.addWidget(self.dominant)
         bar.addWidget(self.capped)
+        bar.addWidget(self.saturate)
         bar.addStretch(1)
         bar.addWidget(self.info)
         self.body.insertLayout(0, bar)
         self.region.currentIndexChanged.connect(self._redraw)
         self.dominant.toggled.connect(self._redraw)
         self.capped.toggled.connect(self._redraw)
+        self.saturate.toggled.connect(self._redraw)
         self.glw.scene().sigMouseMoved.connect(self._hover)
         self._overlays: list = []
         self.result = None
@@ -95,7 +99,7 @@ class HeatmapView(PlotPage):
         v = self.current_view()
         top = self.region.currentData() == "top"
         n = res.views.k if top else res.views.rowdom.size
-        level = symmetric_level(v.c_lora, v.c_fft, v.c_casa)
+        level = symmetric_level(v.c_lora, v.c_fft, v.c_casa, percentile=99.0 if self.saturate.isChecked() else None)
         for img, (key, _t) in zip(self.images, PANELS, strict=True):
             set_matrix(img, getattr(v, key), v.step, level)
         self.bar.setLevels((-level, level))
@@ -113,15 +117,16 @@ class HeatmapView(PlotPage):
         if self.capped.isChecked():
             r, cc = np.nonzero(v.capped > 0)
             if r.size:
-                sc = pg.ScatterPlotItem(x=(cc + 0.5) * v.step, y=(r + 0.5) * v.step, symbol="x",
-                                        size=max(3, min(9, 600 // max(v.capped.shape))), pen=pg.mkPen(c.capped),
-                                        brush=None)
+                sc = pg.ScatterPlotItem(x=(cc + 0.5) * v.step, y=(r + 0.5) * v.step, symbol="s",
+                                        size=max(3, min(7, 400 // max(v.capped.shape))),
+                                        pen=pg.mkPen(c.capped, width=1), brush=None, pxMode=True)
                 self.plots[2].addItem(sc)
                 self._overlays.append((self.plots[2], sc))
-        self.plots[0].autoRange(padding=0.02)
+        for p in self.plots:
+            p.autoRange(padding=0.02)
         pooled = "" if v.step == 1 else f", pooled {v.step}×{v.step} by max-abs"
         self.info.setText(f"{res.name}: {'top-k' if top else 'full'} {n}×{n}{pooled}; "
-                          f"{res.n_capped} capped, dominant share {res.dominant_share:.2f}")
+                          f"{res.n_capped} capped, dominant share {res.dominant_share:.2f}; colours ±{level:.3g}")
 
     def _hover(self, pos) -> None:
         res = self.result

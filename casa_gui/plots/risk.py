@@ -43,7 +43,8 @@ class RiskView(PlotPage):
             t = math.log10(v.threshold)
             line = pg.InfiniteLine(pos=t, angle=90, pen=pg.mkPen(c.accent, width=2),
                                    label=f"q_act = {res.settings.q_act:g}: capped right of here",
-                                   labelOpts={"position": 0.9, "color": c.accent, "anchors": [(1, 0), (1, 0)]})
+                                   labelOpts={"position": 0.97, "color": c.accent, "anchors": [(1, 0), (1, 0)],
+                                              "fill": pg.mkBrush(c.background)})
             self.plot.addItem(line)
         self.plot.setTitle(f"{res.name}: risk of {res.n_candidates} candidates, {res.n_capped} capped")
         self.plot.autoRange()

@@ -18,7 +18,7 @@ class SpectraView(PlotPage):
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("bottom", "index i")
         self.plot.setLabel("left", "singular value σ_i")
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.legend = self.plot.addLegend(offset=(10, -10))      # lower left: spectra fall to the right
         self.pw.scene().sigMouseMoved.connect(self._hover)
         self.result = None
 
@@ -48,7 +48,8 @@ class SpectraView(PlotPage):
             self.plot.plot(np.arange(len(arr)), y, pen=pen, name=name)
         line = pg.InfiniteLine(pos=v.k - 0.5, angle=90, pen=pg.mkPen(c.accent, width=1.5,
                                                                      style=pg.QtCore.Qt.PenStyle.DotLine),
-                               label=f"k = {v.k}", labelOpts={"position": 0.92, "color": c.accent})
+                               label=f"k = {v.k}", labelOpts={"position": 0.95, "color": c.accent,
+                                                                      "anchors": [(1, 0), (1, 0)]})
         self.plot.addItem(line)
         self.plot.setTitle(f"{res.name}: singular spectra (drift {res.drift:.4f})")
         self.plot.autoRange()

@@ -107,3 +107,16 @@ def test_casa_core_does_not_import_qt():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'superqt', 'casa_gui')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
+def test_documentation_screenshots_regenerate(tmp_path):
+    from PySide6.QtGui import QPixmap
+
+    from casa_gui.screenshots import SHOTS, make_screenshots
+    from casa_gui.self_test import not_blank
+
+    paths = make_screenshots(tmp_path)
+    assert [p.stem for p in paths] == list(SHOTS)
+    for p in paths:
+        assert p.stat().st_size < 300_000, p
+        assert not_blank(QPixmap(str(p))), p

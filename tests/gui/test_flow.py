@@ -74,6 +74,12 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
     w = converted
     module = "blocks.0.ffn.0"
     w.select_layer(module)
+    # selecting a converted layer caches its spectra in the background ...
+    qtbot.waitUntil(lambda: w.session.state is not None and w.session.state[0][0] == module, timeout=30_000)
+    qtbot.waitUntil(lambda: not w.runner.busy)
+    # ... so re-arbitrating it never runs a new SVD
+    calls = []
+    monkeypatch.setattr(pipeline, "layer_state", lambda *a, **k: calls.append(a) or pytest.fail("new SVD"))
     before = w.session.results[module]
     other_before = w.session.results["blocks.0.ffn.2"]
     w.override.q_act.setValue(0.3)
@@ -88,9 +94,7 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
     assert w.override.list.count() == 1 and module in w.override.list.item(0).text()
     assert "q_act 0.3" in w.table.model_.data(w.table.model_.index(w.table.model_.row_of(module), 11))
 
-    # a second change on the same layer uses the cached spectra: no new SVD
-    calls = []
-    monkeypatch.setattr(pipeline, "layer_state", lambda *a, **k: calls.append(a) or pytest.fail("new SVD"))
+    # a second change on the same layer uses the same cache
     w.override.tau.setValue(0.9)
     with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
         w.override.layer_btn.click()
