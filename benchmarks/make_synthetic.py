@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -47,6 +48,7 @@ __all__ = [
     "SIZES",
     "BLOCK_LINEARS",
     "ModelSpec",
+    "Param",
     "make_synthetic",
     "wan_params",
     "to_diffusers_name",
@@ -92,6 +94,7 @@ _ST_DTYPE: dict[torch.dtype, str] = {
 }
 
 _ENTRY_STD = 0.02  # RMS of a weight matrix's entries (typical of trained transformers)
+_NOISE_CHUNK = 1 << 22  # elements of target noise drawn at a time
 
 
 # --------------------------------------------------------------------------
@@ -127,7 +130,6 @@ def wan_params(spec: ModelSpec, blocks: int | None = None) -> list[Param]:
     n_blocks = spec.num_blocks if blocks is None else blocks
     if not 0 <= n_blocks <= spec.num_blocks:
         raise ValueError(f"blocks must be in [0, {spec.num_blocks}], got {blocks}")
-    patch_in = spec.in_channels * math.prod(spec.patch_size)
     out: list[Param] = []
 
     def linear(name: str, o: int, i: int, lora: bool = False) -> None:
@@ -155,7 +157,6 @@ def wan_params(spec: ModelSpec, blocks: int | None = None) -> list[Param]:
         out.append(Param(f"{p}.modulation", (1, 6, D), "modulation"))
     linear("head.head", spec.out_channels * math.prod(spec.patch_size), D)
     out.append(Param("head.modulation", (1, 2, D), "modulation"))
-    assert patch_in == out[0].numel // D
     return out
 
 
@@ -316,6 +317,15 @@ class _ShardedWriter:
         if self._shard != len(self._groups) - 1 or self._left:
             raise RuntimeError("sharded writer closed before all tensors were written")
 
+    def __enter__(self) -> "_ShardedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._writer is not None:
+            self._writer.__exit__(exc_type, exc, tb)
+
 
 # --------------------------------------------------------------------------
 # Random tensors
@@ -335,31 +345,60 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
 class _OrthoPool:
     """Random orthonormal bases, one per row count, drawn once by QR.
 
+    ``requests`` lists every ``(n, k)`` that :meth:`sample` will be asked for.
     A pooled ``n x kmax`` basis with its rows permuted, columns permuted (or
     subsampled) and signs flipped is still exactly orthonormal and, marginally,
     as random as a fresh one; this costs a copy instead of a QR per layer.
+    Row counts that are a multiple ``m * b`` of another pooled size ``b``
+    (``time_projection``'s 6D) are built by stacking ``m`` independent ``b x b``
+    samples scaled by ``1/sqrt(m)``, which is exactly orthonormal too and
+    avoids the slowest QR of all. Bases are freed after their last use.
     """
 
-    def __init__(self, seed: int, needs: dict[int, int], uses: dict[int, int]):
+    def __init__(self, seed: int, requests: list[tuple[int, int]]):
         self._seed = seed
-        self._needs = needs
-        self._uses = dict(uses)
+        self._width: dict[int, int] = {}
+        for n, k in requests:
+            self._width[n] = max(self._width.get(n, 0), k)
+        self._stack: dict[int, int] = {}  # n -> b it is stacked from
+        for n, k in self._width.items():
+            divisors = [b for b in self._width if b < n and n % b == 0 and k <= b]
+            if divisors:
+                self._stack[n] = max(divisors)
+        for n, b in self._stack.items():
+            self._width[b] = b
+        self._uses: dict[int, int] = {}
+        for n, _ in requests:
+            b = self._stack.get(n, n)
+            self._uses[b] = self._uses.get(b, 0) + n // b
         self._bases: dict[int, torch.Tensor] = {}
 
-    def sample(self, n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    def _draw(self, n: int, g: torch.Generator) -> torch.Tensor:
         basis = self._bases.get(n)
         if basis is None:
             pg = _generator(self._seed, "pool", str(n))
-            basis = torch.linalg.qr(torch.randn(n, self._needs[n], generator=pg)).Q
+            basis = torch.linalg.qr(torch.randn(n, self._width[n], generator=pg)).Q
             self._bases[n] = basis
+        k = basis.shape[1]
         rows = torch.randperm(n, generator=g)
-        cols = torch.randperm(basis.shape[1], generator=g)[:k]
+        cols = torch.randperm(k, generator=g)
         q = basis.index_select(0, rows).index_select(1, cols)
         q *= torch.randint(0, 2, (k,), generator=g).mul_(2).sub_(1).to(q.dtype)
         self._uses[n] -= 1
-        if self._uses[n] == 0:  # free big bases used by a single layer (e.g. 6D x D)
+        if self._uses[n] == 0:
             del self._bases[n]
         return q
+
+    def sample(self, n: int, k: int, g: torch.Generator) -> torch.Tensor:
+        """An ``n x k`` matrix with exactly orthonormal columns (up to float32)."""
+        b = self._stack.get(n)
+        if b is None:
+            return self._draw(n, g)[:, :k].contiguous()
+        m = n // b
+        q = torch.empty(n, b)
+        for i in range(m):
+            q[i * b:(i + 1) * b] = self._draw(b, g)
+        return q[:, :k].div_(math.sqrt(m)).contiguous()
 
 
 def _spectrum(k: int, fro: float, g: torch.Generator) -> torch.Tensor:
@@ -397,22 +436,25 @@ def _matrix_pair(out_f: int, in_f: int, pool: _OrthoPool, g: torch.Generator):
     sigma = _spectrum(k, fro, g)
     q1 = pool.sample(out_f, k, g)
     q2 = pool.sample(in_f, k, g)
-    w = (q1 * sigma) @ q2.T
-
     kd = min(k, 32)
-    u, v, s = q1[:, :kd], q2[:, :kd], sigma[:kd]
+    u, v, s = q1[:, :kd].clone(), q2[:, :kd].clone(), sigma[:kd]
+    w = q1.mul_(sigma) @ q2.T  # q1 is a private copy: scaling it in place saves a full-size temporary
+    del q1, q2
+
     du = u @ torch.randn(kd, kd, generator=g).div_(math.sqrt(kd))
     du += torch.randn(out_f, kd, generator=g).div_(math.sqrt(out_f))
     dv = v @ torch.randn(kd, kd, generator=g).div_(math.sqrt(kd))
     dv += torch.randn(in_f, kd, generator=g).div_(math.sqrt(in_f))
-    del q1, q2
     drift = (du * s) @ v.T
     drift.addmm_(u * s, dv.T)
     rho = _uniform(g, 0.02, 0.05)
     share = _uniform(g, 0.6, 0.85)  # fraction of the drift's energy in the dominant directions
     drift *= rho * math.sqrt(share) * fro / float(drift.norm())
     noise_std = rho * math.sqrt(1 - share) * fro / math.sqrt(out_f * in_f)
-    drift.add_(torch.randn(out_f, in_f, generator=g), alpha=noise_std)
+    rows = max(1, _NOISE_CHUNK // in_f)  # chunked so no second full-size buffer is needed
+    for r in range(0, out_f, rows):
+        chunk = drift[r:r + rows]
+        chunk.add_(torch.randn(chunk.shape, generator=g), alpha=noise_std)
     drift += w
     return w, drift
 
@@ -498,11 +540,13 @@ def make_synthetic(
     if not 1 <= rank <= spec.dim:
         raise ValueError(f"rank must be in [1, {spec.dim}], got {rank}")
     alpha = float(rank if alpha is None else alpha)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
     scale = alpha / rank
 
+    params = wan_params(spec, blocks)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    params = wan_params(spec, blocks)
     n_blocks = spec.num_blocks if blocks is None else blocks
     arch = f"wan2.1-t2v-{size.lower()}"
     meta = {"format": "pt", "generator": "benchmarks/make_synthetic.py", "seed": str(seed),
@@ -518,62 +562,62 @@ def make_synthetic(
                              (f"{mod}.lora_B.weight", lora_dt, (out_f, rank)),
                              (f"{mod}.alpha", torch.float32, ())]
 
-    # Matrices are factored over bases with as many rows as their dims; record
-    # how wide each pool must be and how often it is used.
-    needs: dict[int, int] = {}
-    uses: dict[int, int] = {}
+    requests = []  # the (rows, cols) of every orthonormal factor, in the order drawn
     for p in params:
         if p.kind == "linear":
             o, i = p.shape[0], p.numel // p.shape[0]
-            for n in (o, i):
-                needs[n] = max(needs.get(n, 0), min(o, i))
-                uses[n] = uses.get(n, 0) + 1
-    pool = _OrthoPool(seed, needs, uses)
+            requests += [(o, min(o, i)), (i, min(o, i))]
+    pool = _OrthoPool(seed, requests)
 
     paths = {"base": outdir / "base.safetensors", "lora": outdir / "lora.safetensors"}
-    base_w = StreamingSafetensorsWriter(paths["base"], model_entries, {**meta, "role": "base"})
     if target_layout == "original":
         paths["target"] = outdir / "target.safetensors"
-        target_w = StreamingSafetensorsWriter(paths["target"], model_entries,
-                                              {**meta, "role": "target"})
         target_name = lambda n: n  # noqa: E731
     else:
         paths["target"] = outdir / "target"
         tdir = paths["target"] / "transformer"
         tdir.mkdir(parents=True, exist_ok=True)
         for old in tdir.glob("diffusion_pytorch_model*.safetensors"):
-            old.unlink()
+            old.unlink()  # stale shards of another shard count would confuse loaders
         target_name = to_diffusers_name
-        target_w = _ShardedWriter(tdir, [(to_diffusers_name(n), d, s) for n, d, s in model_entries],
-                                  shard_bytes, {**meta, "role": "target"})
-    lora_w = StreamingSafetensorsWriter(paths["lora"], lora_entries, {
+    lora_meta = {
         "format": "pt", "generator": "benchmarks/make_synthetic.py", "seed": str(seed),
         "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": f"{arch}/lora",
         "modelspec.title": f"synthetic {arch} LoRA r{rank} seed{seed}",
         "rank": str(rank), "alpha": repr(alpha),
-    })
+    }
 
-    for p in params:
-        g = _generator(seed, p.name)
-        if p.kind == "linear":
-            o = p.shape[0]
-            w, wt = _matrix_pair(o, p.numel // o, pool, g)
-            if p.lora:
-                a, b = _lora_pair(w, rank, scale, _generator(seed, "lora", p.name))
-            w, wt = w.reshape(p.shape), wt.reshape(p.shape)
+    with contextlib.ExitStack() as stack:
+        base_w = stack.enter_context(StreamingSafetensorsWriter(
+            paths["base"], model_entries, {**meta, "role": "base"}))
+        if target_layout == "original":
+            target_w = stack.enter_context(StreamingSafetensorsWriter(
+                paths["target"], model_entries, {**meta, "role": "target"}))
         else:
-            w, wt = _vector_pair(p, spec.dim, g)
-        base_w.write(p.name, w.to(dt))
-        target_w.write(target_name(p.name), wt.to(dt))
-        del w, wt
-        if p.lora:
-            mod = "diffusion_model." + p.name[: -len(".weight")]
-            lora_w.write(f"{mod}.lora_A.weight", a.to(lora_dt))
-            lora_w.write(f"{mod}.lora_B.weight", b.to(lora_dt))
-            lora_w.write(f"{mod}.alpha", torch.tensor(alpha, dtype=torch.float32))
-    base_w.close()
-    target_w.close()
-    lora_w.close()
+            target_w = stack.enter_context(_ShardedWriter(
+                tdir, [(to_diffusers_name(n), d, s) for n, d, s in model_entries],
+                shard_bytes, {**meta, "role": "target"}))
+        lora_w = stack.enter_context(StreamingSafetensorsWriter(
+            paths["lora"], lora_entries, lora_meta))
+
+        for p in params:
+            g = _generator(seed, p.name)
+            if p.kind == "linear":
+                o = p.shape[0]
+                w, wt = _matrix_pair(o, p.numel // o, pool, g)
+                if p.lora:
+                    a, b = _lora_pair(w, rank, scale, _generator(seed, "lora", p.name))
+                w, wt = w.reshape(p.shape), wt.reshape(p.shape)
+            else:
+                w, wt = _vector_pair(p, spec.dim, g)
+            base_w.write(p.name, w.to(dt))
+            target_w.write(target_name(p.name), wt.to(dt))
+            del w, wt
+            if p.lora:
+                mod = "diffusion_model." + p.name[: -len(".weight")]
+                lora_w.write(f"{mod}.lora_A.weight", a.to(lora_dt))
+                lora_w.write(f"{mod}.lora_B.weight", b.to(lora_dt))
+                lora_w.write(f"{mod}.alpha", torch.tensor(alpha, dtype=torch.float32))
 
     if target_layout == "diffusers":
         _write_diffusers_json(paths["target"], spec, n_blocks, target_w)
