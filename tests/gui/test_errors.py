@@ -86,3 +86,27 @@ def test_uncaught_exception_shows_dialog_with_the_log_path(monkeypatch, tmp_path
         if getattr(h, "baseFilename", "").startswith(str(tmp_path)):
             logging.getLogger("casa_gui").removeHandler(h)
             h.close()
+
+
+def test_dropping_files_on_the_slots_inspects(window, qtbot):
+    from PySide6.QtCore import QMimeData, QUrl
+
+    d = demo_inputs()
+
+    class Drop:
+        def __init__(self, path):
+            self.md = QMimeData()
+            self.md.setUrls([QUrl.fromLocalFile(str(path))])
+
+        def mimeData(self):
+            return self.md
+
+        def acceptProposedAction(self):
+            pass
+
+    window.sources.slots["base"].dropEvent(Drop(d["base"]))
+    window.sources.slots["target"].dropEvent(Drop(d["target"]))
+    with qtbot.waitSignal(window.inspected, timeout=30_000) as blocker:
+        window.sources.slots["lora"].dropEvent(Drop(d["lora"]))      # the third input starts the inspection
+    assert blocker.args == ["ok"] and window.table.model_.n_layers() == 32
+    assert window.gs.recent["lora"][0] == str(d["lora"])
