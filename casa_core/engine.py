@@ -164,24 +164,28 @@ def dense_update(state: LayerState, delta: torch.Tensor, coldom: torch.Tensor) -
 
     Where the rule routes like base + LoRA the update is D_lora - D_fft; the correction lives
     on the dominant strips. For strictly tall layers the complement of W_s's column space keeps
-    the LoRA's routing in dominant columns: + (I - U U^T) D_fft V_cd V_cd^T.
+    the LoRA's routing in dominant columns: + (I - U U^T) D_fft V_cd V_cd^T, which folds into
+    the same product with U.
     """
+    U, V = state.U, state.V
     D = torch.addmm(-state.D_fft, state.up, state.down)
-    D += _backproject(state.U, delta, state.V)
-    if state.X is not None and bool(coldom.any()):
-        Vc = state.V[:, coldom]
-        D += (state.D_fft @ Vc - state.U @ (state.X @ Vc)) @ Vc.T
-    return D
-
-
-def _backproject(U, delta, V) -> torch.Tensor:
-    """U delta V^T, computed on the strips where delta (dominant rows and columns) is nonzero."""
     rows = delta.abs().sum(1) > 0
-    cols = delta[~rows].abs().sum(0) > 0 if bool((~rows).any()) else torch.zeros_like(rows)
-    out = U[:, rows] @ (delta[rows] @ V.T)
-    if bool(cols.any()):
-        out += (U[:, ~rows] @ delta[~rows][:, cols]) @ V[:, cols].T
-    return out
+    cols = (delta[~rows].abs().sum(0) > 0) if bool((~rows).any()) else torch.zeros_like(rows)
+    tall_cd = state.X is not None and bool(coldom.any())
+    n_rows, n_cols = int(rows.sum()), int(cols.sum())
+    if not tall_cd and n_rows + n_cols < U.shape[1] // 2:
+        # few dominant strips (square layers): multiply only those
+        if n_rows:
+            D += U[:, rows] @ (delta[rows] @ V.T)
+        if n_cols:
+            D += (U[:, ~rows] @ delta[~rows][:, cols]) @ V[:, cols].T
+        return D
+    M = delta @ V.T
+    if tall_cd:
+        Vc = V[:, coldom]
+        M -= (state.X @ Vc) @ Vc.T
+        D += (state.D_fft @ Vc) @ Vc.T
+    return D.addmm_(U, M)
 
 
 def _orient(fac: Factors, transposed: bool):
