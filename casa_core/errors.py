@@ -12,3 +12,12 @@ class CasaError(Exception):
 
 class Cancelled(Exception):
     """The run was cancelled between two layers; nothing was written."""
+
+
+class OutOfMemory(CasaError):
+    """The GPU ran out of memory on one layer; the CPU or float32 may still work."""
+
+    def __init__(self, module: str):
+        self.module = module
+        super().__init__(f"the GPU ran out of memory on {module}",
+                         "use the CPU (--device cpu), float32 precision, or close other programs using the GPU")

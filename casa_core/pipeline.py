@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import names
 from .engine import LayerResult, analyze, conclude, direct
-from .errors import Cancelled, CasaError
+from .errors import Cancelled, CasaError, OutOfMemory
 from .lora import LoraPair, LoraSource
 from .models import ModelSource
 from .settings import RunOptions, TransferSettings
@@ -204,8 +204,7 @@ def iter_transfer(plan: Plan, settings: TransferSettings, options: RunOptions,
                     res = conclude(state, s, options.rank, options.view_size)
                     del state
             except torch.cuda.OutOfMemoryError:
-                raise CasaError(f"the GPU ran out of memory on {lp.module}",
-                                "use --device cpu, or close other programs using the GPU") from None
+                raise OutOfMemory(lp.module) from None
             res.stages = {"read": t_read, **res.stages}
             del W_s, W_t, B, A
             yield res
@@ -231,8 +230,11 @@ def layer_state(plan: Plan, lp: LayerPlan, options: RunOptions):
 
     exact = options.precision == "float64"
     W_s, W_t, B, A = _read_layer(plan, lp)
-    return analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=torch.float64 if exact else torch.float32,
-                   device=resolve_device(options.device), exact=exact, spectra=options.spectra)
+    try:
+        return analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=torch.float64 if exact else torch.float32,
+                       device=resolve_device(options.device), exact=exact, spectra=options.spectra)
+    except torch.cuda.OutOfMemoryError:
+        raise OutOfMemory(lp.module) from None
 
 
 def export_results(plan: Plan, results: dict[str, LayerResult], output, settings: TransferSettings,
