@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from casa_core import names
+
 __all__ = [
     "SIZES",
     "BLOCK_LINEARS",
@@ -160,40 +162,11 @@ def wan_params(spec: ModelSpec, blocks: int | None = None) -> list[Param]:
     return out
 
 
-_DIFFUSERS_BLOCK = {
-    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k",
-    "self_attn.v": "attn1.to_v", "self_attn.o": "attn1.to_out.0",
-    "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k",
-    "cross_attn.v": "attn2.to_v", "cross_attn.o": "attn2.to_out.0",
-    "self_attn.norm_q": "attn1.norm_q", "self_attn.norm_k": "attn1.norm_k",
-    "cross_attn.norm_q": "attn2.norm_q", "cross_attn.norm_k": "attn2.norm_k",
-    "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2",
-    "norm3": "norm2", "modulation": "scale_shift_table",
-}
-_DIFFUSERS_TOP = {
-    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
-    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
-    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
-    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
-    "time_projection.1": "condition_embedder.time_proj",
-    "head.head": "proj_out",
-    "head.modulation": "scale_shift_table",
-    "patch_embedding": "patch_embedding",
-}
-
-
 def to_diffusers_name(name: str) -> str:
-    """Map an original Wan2.1 tensor name to its diffusers name (see formats.md)."""
-    if name.startswith("blocks."):
-        _, idx, rest = name.split(".", 2)
-        for src in sorted(_DIFFUSERS_BLOCK, key=len, reverse=True):
-            if rest == src or rest.startswith(src + "."):
-                return f"blocks.{idx}.{_DIFFUSERS_BLOCK[src]}{rest[len(src):]}"
-        raise KeyError(name)
-    for src, dst in _DIFFUSERS_TOP.items():
-        if name == src or name.startswith(src + "."):
-            return dst + name[len(src):]
-    raise KeyError(name)
+    """Map an original Wan2.1 tensor name to its diffusers name (casa_core.names' table)."""
+    module, param = names.split_param(name)
+    out = names.to_diffusers(module)
+    return f"{out}.{param}" if param else out
 
 
 # --------------------------------------------------------------------------
@@ -263,7 +236,7 @@ class StreamingSafetensorsWriter:
             raise RuntimeError(f"{self.path}: {len(self._entries) - self._next} tensors "
                                f"not written (first: {missing})")
 
-    def __enter__(self) -> "StreamingSafetensorsWriter":
+    def __enter__(self) -> StreamingSafetensorsWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -317,7 +290,7 @@ class _ShardedWriter:
         if self._shard != len(self._groups) - 1 or self._left:
             raise RuntimeError("sharded writer closed before all tensors were written")
 
-    def __enter__(self) -> "_ShardedWriter":
+    def __enter__(self) -> _ShardedWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

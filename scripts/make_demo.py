@@ -22,13 +22,14 @@ the bytes do not depend on torch's RNG or on diffusers' init order; the seeded
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
+
+from casa_core import names
 
 SEED = 2605_01929
 # A real WanTransformer3DModel config (all __init__ kwargs spelled out).
@@ -58,44 +59,9 @@ BLOCK_LINEARS = [f"{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"
     "ffn.2",
 ]
 
-# diffusers -> original Wan names (shared/formats.md).
-_IN_BLOCK = [
-    ("attn1.to_out.0", "self_attn.o"),
-    ("attn2.to_out.0", "cross_attn.o"),
-    ("attn1.to_", "self_attn."),
-    ("attn2.to_", "cross_attn."),
-    ("attn1.norm_", "self_attn.norm_"),
-    ("attn2.norm_", "cross_attn.norm_"),
-    ("ffn.net.0.proj", "ffn.0"),
-    ("ffn.net.2", "ffn.2"),
-    ("norm2", "norm3"),
-    ("scale_shift_table", "modulation"),
-]
-_TOP = {
-    "condition_embedder.text_embedder.linear_1": "text_embedding.0",
-    "condition_embedder.text_embedder.linear_2": "text_embedding.2",
-    "condition_embedder.time_embedder.linear_1": "time_embedding.0",
-    "condition_embedder.time_embedder.linear_2": "time_embedding.2",
-    "condition_embedder.time_proj": "time_projection.1",
-    "proj_out": "head.head",
-    "scale_shift_table": "head.modulation",
-    "patch_embedding": "patch_embedding",
-}
-
-
 def to_original(key: str) -> str:
-    """Original Wan key for a diffusers WanTransformer3DModel state-dict key."""
-    m = re.match(r"^blocks\.(\d+)\.(.+)$", key)
-    if m:
-        rest = m.group(2)
-        for old, new in _IN_BLOCK:
-            if rest.startswith(old):
-                return f"blocks.{m.group(1)}.{new}{rest[len(old) :]}"
-        raise KeyError(key)
-    for old, new in _TOP.items():
-        if key == old or key.startswith(old + "."):
-            return new + key[len(old) :]
-    raise KeyError(key)
+    """Original Wan key for a diffusers WanTransformer3DModel state-dict key (casa_core.names' table)."""
+    return names.canonical_key(key, diffusers=True)
 
 
 def template() -> dict[str, tuple[int, ...]]:

@@ -12,38 +12,11 @@ Needs ``diffusers`` and ``peft`` (diffusers' LoRA loading is PEFT-backed).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import torch
 
-# diffusers module name -> original Wan2.1 module name (formats.md). Applied
-# to names with the leading "blocks.N." stripped, or to top-level names.
-_BLOCK_NAMES = {
-    "attn1.to_q": "self_attn.q",
-    "attn1.to_k": "self_attn.k",
-    "attn1.to_v": "self_attn.v",
-    "attn1.to_out.0": "self_attn.o",
-    "attn2.to_q": "cross_attn.q",
-    "attn2.to_k": "cross_attn.k",
-    "attn2.to_v": "cross_attn.v",
-    "attn2.to_out.0": "cross_attn.o",
-    "attn2.add_k_proj": "cross_attn.k_img",
-    "attn2.add_v_proj": "cross_attn.v_img",
-    "ffn.net.0.proj": "ffn.0",
-    "ffn.net.2": "ffn.2",
-}
-_TOP_NAMES = {
-    "condition_embedder.text_embedder.linear_1": "text_embedding.0",
-    "condition_embedder.text_embedder.linear_2": "text_embedding.2",
-    "condition_embedder.time_embedder.linear_1": "time_embedding.0",
-    "condition_embedder.time_embedder.linear_2": "time_embedding.2",
-    "condition_embedder.time_proj": "time_projection.1",
-    "condition_embedder.image_embedder.ff.net.0.proj": "img_emb.proj.1",
-    "condition_embedder.image_embedder.ff.net.2": "img_emb.proj.3",
-    "proj_out": "head.head",
-}
-_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+from casa_core import names
 
 
 def golden_wan_config() -> dict:
@@ -66,13 +39,11 @@ def golden_wan_config() -> dict:
 
 
 def diffusers_to_original(name: str) -> str:
-    """Original Wan module name for a diffusers Linear module name."""
-    if name in _TOP_NAMES:
-        return _TOP_NAMES[name]
-    match = _BLOCK_RE.match(name)
-    if match and match.group(2) in _BLOCK_NAMES:
-        return f"blocks.{match.group(1)}.{_BLOCK_NAMES[match.group(2)]}"
-    raise KeyError(f"no original Wan name for diffusers module {name!r}")
+    """Original Wan module name for a diffusers Linear module name (casa_core.names' table)."""
+    canonical = names.to_canonical(name, diffusers=True)
+    if canonical == name:
+        raise KeyError(f"no original Wan name for diffusers module {name!r}")
+    return canonical
 
 
 def _load_config(config: dict | str | os.PathLike) -> dict:
