@@ -162,6 +162,14 @@ def resolve_device(name: str):
     return dev
 
 
+def _precision(options: RunOptions):
+    """(compute dtype, exact): float64 means LAPACK's SVD and float64 throughout."""
+    import torch
+
+    exact = options.precision == "float64"
+    return (torch.float64 if exact else torch.float32), exact
+
+
 def _read_layer(plan: Plan, lp: LayerPlan):
     wkey = f"{lp.module}.weight"
     return (plan.base.read(wkey), plan.target.read(wkey),
@@ -180,9 +188,8 @@ def iter_transfer(plan: Plan, settings: TransferSettings, options: RunOptions,
     settings.validate()
     options.validate()
     device = resolve_device(options.device)
-    exact = options.precision == "float64"
-    dtype = torch.float64 if exact else torch.float32
-    pattern_overrides = options.overrides or {}
+    dtype, exact = _precision(options)
+    overrides = options.overrides or {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
         pending = pool.submit(_read_layer, plan, plan.layers[0]) if plan.layers else None
         for i, lp in enumerate(plan.layers):
@@ -194,7 +201,7 @@ def iter_transfer(plan: Plan, settings: TransferSettings, options: RunOptions,
             t_read = time.perf_counter() - t0
             if i + 1 < len(plan.layers):
                 pending = pool.submit(_read_layer, plan, plan.layers[i + 1])
-            s = pattern_overrides.get(lp.module, settings)
+            s = overrides.get(lp.module, settings)
             try:
                 if s.method == "direct":
                     res = direct(lp.module, B, A, lp.scale, options.rank, s)
@@ -228,11 +235,11 @@ def layer_state(plan: Plan, lp: LayerPlan, options: RunOptions):
     """Read one planned layer and run the expensive analysis (for re-arbitration in the GUI)."""
     import torch
 
-    exact = options.precision == "float64"
+    dtype, exact = _precision(options)
     W_s, W_t, B, A = _read_layer(plan, lp)
     try:
-        return analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=torch.float64 if exact else torch.float32,
-                       device=resolve_device(options.device), exact=exact, spectra=options.spectra)
+        return analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=dtype, device=resolve_device(options.device),
+                       exact=exact, spectra=options.spectra)
     except torch.cuda.OutOfMemoryError:
         raise OutOfMemory(lp.module) from None
 
