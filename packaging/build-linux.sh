@@ -57,7 +57,7 @@ log() { echo "== build-linux: $*"; }
 seconds_since() { echo $(($(date +%s) - $1)); }
 
 # Reproducibility: one timestamp (the last commit) for every file, fixed hash seed, sorted archives.
-SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH PYTHONHASHSEED=0
 umask 022
 T0=$(date +%s)

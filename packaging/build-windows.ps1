@@ -33,7 +33,7 @@ if ($TorchIndex) { $Index = $TorchIndex }
 $Work = "build\packaging"
 $Bundle = "dist\casa-studio"
 New-Item -ItemType Directory -Force -Path $Work, dist | Out-Null
-$env:SOURCE_DATE_EPOCH = (git log -1 --format=%ct)
+if (-not $env:SOURCE_DATE_EPOCH) { $env:SOURCE_DATE_EPOCH = (git log -1 --format=%ct) }
 $env:PYTHONHASHSEED = "0"
 $started = Get-Date
 
