@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -37,10 +38,13 @@ def main(argv=None) -> int:
               "or `casa-gui --demo` to run the demo there.", file=sys.stderr)
         return 2
 
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from casa_core.resources import resource_dir
+
     from . import theme
-    from .diagnostics import install_excepthook, setup_logging
+    from .diagnostics import install_excepthook, runtime_summary, setup_logging
     from .main_window import MainWindow
     from .qt_compat import pin_singletons
     from .settings_store import GuiSettings
@@ -50,7 +54,10 @@ def main(argv=None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CASA Studio")
     app.setOrganizationName("casa-studio")
+    app.setDesktopFileName("casa-studio")
+    app.setWindowIcon(QIcon(str(resource_dir() / "icons" / "casa-studio.png")))
     install_excepthook(log_path)
+    logging.getLogger("casa_gui").info("%s", runtime_summary())
     gs = GuiSettings.load()
     if args.theme:
         gs.theme = args.theme

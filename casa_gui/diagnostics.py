@@ -33,6 +33,23 @@ def setup_logging() -> Path:
     return path
 
 
+def runtime_summary() -> str:
+    """Which app, torch build and compute device this process uses (for the About box and the log)."""
+    import platform
+
+    import torch
+    from PySide6 import __version__ as pyside_version
+
+    from casa_core import __version__
+    from casa_core.pipeline import resolve_device
+
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
+    dev = resolve_device("auto")
+    where = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "CPU"
+    return (f"CASA Studio {__version__}; torch {torch.__version__} ({build}); default device {where}; "
+            f"PySide6 {pyside_version}; Python {platform.python_version()}")
+
+
 def install_excepthook(log_path: Path) -> None:
     """Uncaught exceptions are logged and shown in a dialog; the app keeps running."""
 

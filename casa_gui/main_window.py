@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -199,6 +200,17 @@ class MainWindow(QMainWindow):
             tm.addAction(a)
         m.addAction(self.controls_dock.toggleViewAction())
         m.addAction(self.log_dock.toggleViewAction())
+        m = self.menuBar().addMenu("&Help")
+        m.addAction(act("&About CASA Studio", self.show_about))
+
+    def show_about(self) -> None:
+        from .diagnostics import runtime_summary
+        from .settings_store import log_dir
+
+        text = runtime_summary().replace("; ", "\n")
+        QMessageBox.about(self, "About CASA Studio",
+                          "Moves a LoRA from a base video diffusion model onto a distilled variant "
+                          f"(CASA, closed form).\n\n{text}\n\nLogs: {log_dir()}")
 
     def set_theme(self, name: str) -> None:
         self.gs.theme = name

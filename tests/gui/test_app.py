@@ -120,3 +120,14 @@ def test_documentation_screenshots_regenerate(tmp_path):
     for p in paths:
         assert p.stat().st_size < 300_000, p
         assert not_blank(QPixmap(str(p))), p
+
+
+def test_about_box_names_torch_and_device(window, monkeypatch):
+    import torch
+    from PySide6.QtWidgets import QMessageBox
+
+    shown = {}
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.update(title=title, text=text))
+    window.show_about()
+    assert torch.__version__ in shown["text"]
+    assert "default device" in shown["text"] and "Logs:" in shown["text"]
