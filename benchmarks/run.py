@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import casa_core  # noqa: E402,F401  (sets the OpenMP wait policy before torch loads)
 
 
 def machine(device: str) -> str:
