@@ -137,3 +137,70 @@ def test_job_reports_errors_as_one_line(qtbot):
             runner.start(job)
         assert len(rec.ends) == 1 and expect in rec.ends[0][0]
         assert "Traceback" not in rec.ends[0][0]
+
+
+def _until_cancelled(cancel: threading.Event):
+    while not cancel.is_set():
+        time.sleep(0.01)
+        yield 0
+
+
+def test_stop_ends_the_thread_even_without_done(qtbot):
+    """stop() quits the thread itself: a lost 'done' (or a queued quit) cannot keep it waiting."""
+    runner = Runner()
+    job = runner.start(Job("lost done", _until_cancelled))
+    qtbot.wait(50)
+    job.blockSignals(True)                          # 'done' never reaches the thread
+    t0 = time.perf_counter()
+    assert runner.stop(timeout_ms=10_000)
+    assert time.perf_counter() - t0 < 2.0 and not runner.busy
+
+
+def test_done_is_sent_even_if_handing_the_job_back_fails(qtbot, monkeypatch):
+    from casa_gui import worker
+
+    class NoApp:
+        """Stands in for QCoreApplication in worker.py: instance() fails."""
+
+        sendPostedEvents = staticmethod(worker.QCoreApplication.sendPostedEvents)
+
+        @staticmethod
+        def instance():
+            raise RuntimeError("no application")
+
+    monkeypatch.setattr(worker, "QCoreApplication", NoApp)
+    rec = _Receiver()
+    runner = Runner()
+    job = Job("count", lambda cancel: iter(range(3)))
+    job.succeeded.connect(rec.end)
+    with qtbot.waitSignal(runner.stopped, timeout=10_000):
+        runner.start(job)
+    assert rec.ends == [()] and not runner.busy
+
+
+def test_stop_gives_up_after_its_bound_and_logs_it(qtbot, caplog):
+    from casa_gui import worker
+
+    release = threading.Event()
+
+    def stuck(cancel):
+        yield 0
+        release.wait(30)                            # one step that ignores cancel
+        yield 1
+
+    rec = _Receiver()
+    runner = Runner()
+    job = Job("stuck job", stuck)
+    job.yielded.connect(rec.got)
+    with qtbot.waitSignal(runner.stopped, timeout=5_000):
+        runner.start(job)
+        qtbot.waitUntil(lambda: rec.items == [0], timeout=5_000)
+        t0 = time.perf_counter()
+        assert not runner.stop(timeout_ms=300)
+    assert time.perf_counter() - t0 < 2.0
+    assert not runner.busy and "stuck job did not stop within" in caplog.text
+    assert [t for t, _ in worker._abandoned if t.objectName() == "casa-stuck job"]
+    release.set()                                   # the thread ends on its own, and is dropped then
+    qtbot.waitUntil(lambda: not worker._abandoned, timeout=10_000)
+    qtbot.wait(50)
+    assert rec.items == [0]                         # its late item went nowhere
