@@ -20,16 +20,19 @@ def thin_svd(W: torch.Tensor, exact: bool):
     """
     if not exact:
         W64 = W.double()
-        lam, V64 = _eigh(W64.T @ W64)
+        G = W64.T @ W64
+        del W64  # a float64 copy of an FFN weight is 110 MB; the rare paths below make it again
+        lam, V64 = _eigh(G)
+        del G
         lam, V64 = lam.flip(0), V64.flip(1)
         s64 = lam.clamp_min(0).sqrt()
         if s64[-1] > 1e-3 * s64[0]:
             sigma, V = s64.to(W.dtype), V64.to(W.dtype)
             return _fix_signs((W @ V) / sigma, sigma, V)
         if s64[-1] > 1e-10 * s64[0]:  # ill-conditioned: divide in float64
-            return _fix_signs(((W64 @ V64) / s64).to(W.dtype), s64.to(W.dtype), V64.to(W.dtype))
+            return _fix_signs(((W.double() @ V64) / s64).to(W.dtype), s64.to(W.dtype), V64.to(W.dtype))
         # (numerically) rank-deficient: U is undefined by division
-        U, sigma, Vh = torch.linalg.svd(W64, full_matrices=False)
+        U, sigma, Vh = torch.linalg.svd(W.double(), full_matrices=False)
         return _fix_signs(U.to(W.dtype), sigma.to(W.dtype), Vh.T.to(W.dtype))
     U, sigma, Vh = torch.linalg.svd(W, full_matrices=False)
     return _fix_signs(U, sigma, Vh.T)
