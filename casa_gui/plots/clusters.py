@@ -48,12 +48,7 @@ class ClusterView(PlotPage):
         self.result = None
 
     def set_result(self, res) -> None:
-        self.result = res
-        if res is None:
-            self.show_message("Run a conversion, then pick a layer to see its clusters.")
-            return
-        if res.views is None:
-            self.show_message(f"{res.name}: the direct method does not cluster; there is no map to show.")
+        if not self.accept(res, "the direct method does not cluster; there is no map to show."):
             return
         self.show_view()
         views = res.views

@@ -114,6 +114,8 @@ class PlotPage(QWidget):
     def __init__(self, view: QWidget, empty_text: str, parent=None):
         super().__init__(parent)
         self.view = view
+        self.empty_text = empty_text
+        self.result = None
         self.message = QLabel(empty_text)
         self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.message.setWordWrap(True)
@@ -126,6 +128,17 @@ class PlotPage(QWidget):
         self.hover = QLabel(" ")
         self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.body.addWidget(self.hover)
+
+    def accept(self, res, direct_text: str) -> bool:
+        """Keep ``res``; show a message and return False when it has nothing to draw."""
+        self.result = res
+        if res is None:
+            self.show_message(self.empty_text)
+            return False
+        if res.views is None:
+            self.show_message(f"{res.name}: {direct_text}")
+            return False
+        return True
 
     def show_message(self, text: str) -> None:
         self.message.setText(text)

@@ -79,12 +79,7 @@ class HeatmapView(PlotPage):
         self.region.setCurrentIndex(max(0, self.region.findData(key)))
 
     def set_result(self, res) -> None:
-        self.result = res
-        if res is None:
-            self.show_message("Run a conversion, then pick a layer to see its routing.")
-            return
-        if res.views is None:
-            self.show_message(f"{res.name}: the direct method reuses the LoRA as is; there is no routing to show.")
+        if not self.accept(res, "the direct method reuses the LoRA as is; there is no routing to show."):
             return
         self._redraw()
 

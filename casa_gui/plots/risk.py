@@ -23,12 +23,7 @@ class RiskView(PlotPage):
         self.result = None
 
     def set_result(self, res) -> None:
-        self.result = res
-        if res is None:
-            self.show_message("Run a conversion, then pick a layer to see its risk scores.")
-            return
-        if res.views is None:
-            self.show_message(f"{res.name}: the direct method scores no risk.")
+        if not self.accept(res, "the direct method scores no risk."):
             return
         v = res.views
         if v.risk_counts.size == 0:

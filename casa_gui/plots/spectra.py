@@ -23,12 +23,7 @@ class SpectraView(PlotPage):
         self.result = None
 
     def set_result(self, res) -> None:
-        self.result = res
-        if res is None:
-            self.show_message("Run a conversion, then pick a layer to see its singular spectra.")
-            return
-        if res.views is None:
-            self.show_message(f"{res.name}: the direct method computes no spectra.")
+        if not self.accept(res, "the direct method computes no spectra."):
             return
         self.show_view()
         c = theme.current()
