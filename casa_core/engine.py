@@ -37,7 +37,6 @@ class LayerState:
     up: torch.Tensor                  # s * B (m x r)
     down: torch.Tensor                # A (r x n)
     drift: float
-    lora_norm: float
     scale: float
     rank_in: int
     sigma_target: torch.Tensor | None = None
@@ -118,16 +117,13 @@ def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, dev
     tall = Ws.shape[0] > Ws.shape[1]
     ws_norm = float(sigma.double().norm())
     drift = float(D_fft.norm()) / ws_norm if ws_norm > 0 else 0.0
-    # ||B A||_F^2 = tr((B^T B)(A A^T)), without forming B A
-    lora_sq = float(((Bm.T @ Bm) * (Am @ Am.T)).sum().clamp_min(0))
-    lora_norm = lora_sq ** 0.5 / ws_norm if ws_norm > 0 else 0.0
     st = sm = None
     if spectra:
         st = torch.linalg.svdvals(Ws + D_fft)
         sm = torch.linalg.svdvals(Ws + Bm @ Am)
     _sync(device)
     return LayerState(name, (m, n), transposed, exact, U, sigma, V, C_lora, C_fft, D_fft, X if tall else None,
-                      Bm, Am, drift, lora_norm, scale, B.shape[1] if B.dim() > 1 else 1, st, sm,
+                      Bm, Am, drift, scale, B.shape[1] if B.dim() > 1 else 1, st, sm,
                       time.perf_counter() - t0)
 
 

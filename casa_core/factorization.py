@@ -14,7 +14,6 @@ class Factors:
     up: torch.Tensor      # m x r
     down: torch.Tensor    # r x n
     energy_kept: float    # share of ||D||_F^2 the rank keeps
-    singular_values: torch.Tensor
 
 
 def _split(U, S, V, total_sq) -> Factors:
@@ -25,7 +24,7 @@ def _split(U, S, V, total_sq) -> Factors:
     U, V = U * sgn, V * sgn
     root = S.sqrt()
     kept = float((S.double() ** 2).sum() / total_sq) if total_sq > 0 else 1.0
-    return Factors((U * root).contiguous(), (root[:, None] * V.T).contiguous(), min(kept, 1.0), S)
+    return Factors((U * root).contiguous(), (root[:, None] * V.T).contiguous(), min(kept, 1.0))
 
 
 def factorize(D: torch.Tensor, rank: int, exact: bool) -> Factors:
