@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--q-act", type=float, default=0.85, help="capping quantile of the risk (default 0.85)")
     c.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     c.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"))
+    c.add_argument("--workers", type=int, default=None,
+                   help="CPU only: layers computed side by side, each on cores/workers threads "
+                        "(default 2 when there are 2 or more cores; 1 computes one layer on all cores)")
     c.add_argument("--format", dest="out_format", default="same", choices=("same", "comfy", "kohya", "diffusers"),
                    help="output layout; 'same' keeps the input's layout and key names")
     c.add_argument("--dtype", dest="out_dtype", default="same", choices=("same", "float32", "float16", "bfloat16"))
@@ -116,7 +119,7 @@ def cmd_convert(args) -> int:
     settings = TransferSettings(args.method, args.tau, args.q_dom, args.q_act).validate()
     options = RunOptions(rank=parse_rank(args.rank), device=args.device, precision=args.precision,
                          out_format=args.out_format, out_dtype=args.out_dtype, layers=args.layers,
-                         view_size=0).validate()
+                         view_size=0, workers=args.workers).validate()
     plan = _sources(args)
     cancel = threading.Event()
     progress = _Progress(len(plan.layers), args.quiet)

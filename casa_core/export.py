@@ -111,6 +111,13 @@ def architecture(plan) -> str:
     return {1536: "wan2.1-t2v-1.3b/lora", 5120: "wan2.1-t2v-14b/lora"}.get(dim, "wan2.1/lora")
 
 
+def factor_dtype(plan, out_dtype: str = "same"):
+    """The torch dtype the written factors have."""
+    import torch
+
+    return getattr(torch, _DTYPES[plan.lora.factor_dtype() if out_dtype == "same" else out_dtype])
+
+
 def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: str = "same",
                provenance: dict | None = None) -> ExportInfo:
     """Write converted factors and pass-through keys to ``output`` via a temporary file.
@@ -119,10 +126,11 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
     Nothing is left at ``output`` or beside it if writing fails.
     """
     import torch
+
     output = Path(output)
     fmt = out_format
     layout = plan.lora.format if fmt == "same" else fmt
-    dtype = getattr(torch, _DTYPES[plan.lora.factor_dtype() if out_dtype == "same" else out_dtype])
+    dtype = factor_dtype(plan, out_dtype)
     tensors: dict[str, torch.Tensor] = {}
     ranks = set()
     for lp in plan.layers:

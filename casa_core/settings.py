@@ -51,6 +51,7 @@ class RunOptions:
     layers: str | None = None              # regex on canonical module names
     spectra: bool = False                  # also compute target / base+LoRA singular values
     view_size: int = 128                   # routing views are max-abs pooled to at most this
+    workers: int | None = None             # CPU: layers computed side by side (None: 2 with 2+ cores)
     overrides: dict = field(default_factory=dict)   # canonical module -> TransferSettings
 
     def validate(self) -> RunOptions:
@@ -60,6 +61,8 @@ class RunOptions:
             raise CasaError(f"unknown format {self.out_format!r}", f"use one of {', '.join(FORMATS)}")
         if self.out_dtype not in DTYPES:
             raise CasaError(f"unknown dtype {self.out_dtype!r}", f"use one of {', '.join(DTYPES)}")
+        if self.workers is not None and not (isinstance(self.workers, int) and self.workers > 0):
+            raise CasaError(f"workers must be a positive whole number, got {self.workers!r}", "e.g. --workers 2")
         if self.rank is not None and self.rank != "full" and not (isinstance(self.rank, int) and self.rank > 0):
             raise CasaError(f"rank must be a positive whole number or 'full', got {self.rank!r}", "e.g. --rank 32")
         return self

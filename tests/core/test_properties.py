@@ -161,5 +161,74 @@ def test_fast_basis_matches_svd(cond):
     W = ((q1 * s) @ q2.T).float()
     U, sig, V = thin_svd(W, exact=False)
     assert torch.allclose((U * sig) @ V.T, W, atol=1e-5 * float(s[0]))
+    U2, sig2, V2 = thin_svd(W, exact=False, left=False)   # U left out only where W V / sigma is safe
+    assert (U2 is None) == (cond == 10.0)
+    assert sig2.equal(sig) and V2.equal(V)
     assert torch.allclose(V.T @ V, torch.eye(n), atol=1e-5)
     assert torch.allclose(sig.double(), s, atol=1e-5 * float(s[0]))
+
+
+@pytest.mark.parametrize("shape,q_dom", [((300, 300), 0.5), ((700, 300), 0.9), ((700, 300), 0.1), ((300, 700), 0.5)],
+                         ids=["square-strips", "tall-few-dominant", "tall-most-dominant", "wide"])
+def test_update_operator_is_the_dense_update(shape, q_dom):
+    """The factorization sees D_casa only through products and ||D||_F^2 computed from its
+    pieces; both must be those of the dense update (each branch of the operator)."""
+    from casa_core.engine import update_operator
+
+    Ws, Wt, B, A = _layer(11, *shape, r=8)
+    st = analyze("x", Ws.float(), Wt.float(), B.float(), A.float(), 0.5)
+    assert (st.U is None) == (max(shape) > min(shape))   # tall layers never form U
+    arb = arbitrate(st.C_lora, st.C_fft, st.sigma, head_size(st.sigma, st.square, 0.9),
+                    TransferSettings(q_dom=q_dom))
+    op = update_operator(st, arb.C_casa - (st.C_lora - st.C_fft), arb.rowdom, arb.coldom)
+    if st.square:   # the dominant rows and the dominant columns, each its own term
+        assert len(op.terms) == 4
+    D = op.dense().double()
+    # the same update, straight from the rule: U C_casa V^T (+ the complement term when tall)
+    U = st.U if st.U is not None else st.Ws @ st.Vsi
+    ref = U.double() @ arb.C_casa.double() @ st.V.double().T
+    if st.X is not None:
+        Vc = st.V[:, arb.coldom].double()
+        Dc = st.D_fft.double() @ Vc @ Vc.T
+        ref += Dc - U.double() @ (U.double().T @ Dc)
+    ref += (st.up.double() @ st.down.double() - st.D_fft.double()
+            - U.double() @ (st.C_lora - st.C_fft).double() @ st.V.double().T)
+    assert float((D - ref).norm() / ref.norm()) < 1e-5
+    assert op.sq_norm() == pytest.approx(float((D ** 2).sum()), rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+    Om = torch.randn(D.shape[1], 5, generator=g)
+    Q = torch.randn(D.shape[0], 5, generator=g)
+    assert torch.allclose(op.mm(Om).double(), D @ Om.double(), atol=1e-5 * float(D.abs().max()) * D.shape[1])
+    assert torch.allclose(op.rmm(Q).double(), D.T @ Q.double(), atol=1e-5 * float(D.abs().max()) * D.shape[0])
+
+
+def test_parallel_layers_match_one_at_a_time(tmp_path):
+    """Two layers side by side (each on its own threads) give the same conversion as one at a
+    time on all cores, up to float32 rounding; and the same bytes when run again."""
+    d = demo_inputs()
+    plan = make_plan(*open_sources(d["base"], d["target"], d["lora"]))
+    outs = {}
+    for name, workers in [("one", 1), ("two", 2), ("two-again", 2)]:
+        outs[name] = tmp_path / f"{name}.safetensors"
+        convert(plan, outs[name], TransferSettings(), RunOptions(device="cpu", view_size=0, workers=workers))
+    assert outs["two"].read_bytes() == outs["two-again"].read_bytes()
+    one, two = f.read_updates(outs["one"]), f.read_updates(outs["two"])
+    assert set(one) == set(two)
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-4 * float(one[k].abs().max())), k
+
+
+def test_workers_option_is_checked():
+    with pytest.raises(Exception, match="workers must be a positive whole number"):
+        RunOptions(workers=0).validate()
+
+
+def test_squared_norm_is_accurate_in_float32():
+    """||D||_F^2 of the factorization's energy figures: float32 sums, float64-close."""
+    from casa_core.engine import sq_norm
+
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(3000, 2000, generator=g) * 1e-3 + 2e-3
+    exact = float((a.double() ** 2).sum())
+    assert abs(sq_norm(a) - exact) <= 1e-6 * exact
+    assert abs(sq_norm(a.T) - exact) <= 1e-6 * exact
