@@ -61,7 +61,8 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
 
     # step 8: candidates and the q_act threshold
     cand = dom & (torch.sign(C_lora) == torch.sign(C_fft))
-    risk = risk_all[cand]
+    # (numpy's boolean selection is 3x faster than torch's on the CPU)
+    risk = torch.from_numpy(risk_all.numpy()[cand.numpy()]) if dev.type == "cpu" else risk_all[cand]
     if risk.numel():
         t = quantile(risk, s.q_act)
         capped = cand & (risk_all > t)

@@ -11,14 +11,11 @@ import os
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 
 from . import names
 from .engine import LayerResult, analyze, conclude, direct
@@ -202,18 +199,31 @@ def iter_transfer(plan: Plan, settings: TransferSettings, options: RunOptions,
     if workers == 1:
         yield from _iter_sequential(plan, job, cancel)
         return
+    n = len(plan.layers)
     with _thread_limits(threads), ThreadPoolExecutor(workers, thread_name_prefix="casa-layer") as pool:
-        todo = iter(plan.layers)
-        running: deque = deque(pool.submit(job, lp) for lp in islice(todo, workers))
+        futures: dict[int, Future] = {}
+        submitted = 0
+
+        def fill(oldest: int) -> None:
+            # keep every worker busy, so that a fast layer queued behind a slow one does not
+            # wait for it; finished layers wait for their turn (only their factors are held)
+            nonlocal submitted
+            while (submitted < n and submitted < oldest + 4 * workers
+                   and sum(not f.done() for f in futures.values()) < workers):
+                futures[submitted] = pool.submit(job, plan.layers[submitted])
+                submitted += 1
+
         try:
-            while running:
-                res = _result(running.popleft(), cancel)
-                lp = next(todo, None)
-                if lp is not None:
-                    running.append(pool.submit(job, lp))
-                yield res
+            for i in range(n):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                fill(i)
+                while not futures[i].done():
+                    _wait_any([f for f in futures.values() if not f.done()], cancel)
+                    fill(i)
+                yield futures.pop(i).result()
         finally:  # a cancel, an error or a consumer that stops early: drop what has not started
-            for fut in running:
+            for fut in futures.values():
                 fut.cancel()
 
 
@@ -242,15 +252,14 @@ def _thread_limits(threads: int):
         torch.set_num_threads(before)
 
 
-def _result(fut, cancel: threading.Event | None):
-    """Wait for one layer, honouring the cancel flag while waiting."""
+def _wait_any(running: list[Future], cancel: threading.Event | None) -> None:
+    """Wait until one of ``running`` finishes, honouring the cancel flag while waiting."""
     while True:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        try:
-            return fut.result(timeout=0.1)
-        except FutureTimeout:
-            continue
+        done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+        if done:
+            return
 
 
 def _iter_sequential(plan: Plan, job, cancel: threading.Event | None) -> Iterator[LayerResult]:
