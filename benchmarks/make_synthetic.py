@@ -338,7 +338,7 @@ class _OrthoPool:
             divisors = [b for b in self._width if b < n and n % b == 0 and k <= b]
             if divisors:
                 self._stack[n] = max(divisors)
-        for n, b in self._stack.items():
+        for b in self._stack.values():
             self._width[b] = b
         self._uses: dict[int, int] = {}
         for n, _ in requests:

@@ -97,10 +97,12 @@ def compare_layers(paths: dict, device: str, sample: int) -> list[dict]:
             B, A = plan.lora.read(lp.pair.up_key), plan.lora.read(lp.pair.down_key)
             # warm-up on the first shape so that one-off library start-up is not timed
             if not rows:
-                conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev), settings, None, None)
+                conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev, settings=settings), settings, None,
+                         None)
             sync()
             t0 = time.perf_counter()
-            res = conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev), settings, None, None)
+            res = conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev, settings=settings), settings,
+                           None, None)
             sync()
             fast = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -108,7 +110,8 @@ def compare_layers(paths: dict, device: str, sample: int) -> list[dict]:
             sync()
             slow = time.perf_counter() - t0
             # agreement of the default precision with float64, on the dense update (rank full)
-            d32 = conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev), settings, "full", None)
+            d32 = conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev, settings=settings), settings,
+                           "full", None)
             d64 = conclude(analyze(lp.module, Ws, Wt, B, A, lp.scale, device=dev, dtype=torch.float64,
                                    exact=True), settings, "full", None)
             D32 = d32.up.double() @ d32.down.double()

@@ -32,26 +32,17 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     """Apply steps 4-9 to the routing matrices (in the tall orientation, p x p)."""
     p = sigma.numel()
     dev = C_lora.device
-    n_c, labels = cluster_labels(C_lora[:k, :k], sigma[:k], s.tau)
-    lab = torch.from_numpy(labels).to(dev)
-    size = torch.zeros(n_c, dtype=C_lora.dtype, device=dev).index_add_(0, lab, torch.ones_like(sigma[:k]))
-
-    # step 5: per-cluster mean receive / send strength of the drift
-    Cf_top = C_fft[:k, :k]
-    recv = _per_cluster(Cf_top.norm(dim=1), lab, n_c) / (size + 1e-6)
-    send = _per_cluster(Cf_top.norm(dim=0), lab, n_c) / (size + 1e-6)
-    recv_dom = recv >= quantile(recv, s.q_dom)
-    send_dom = send >= quantile(send, s.q_dom)
+    n_c, labels, lab, rowdom_top, coldom_top = dominance(C_lora[:k, :k], C_fft[:k, :k], sigma[:k], s)
 
     # step 6: whole dominant rows and columns
     rowdom = torch.zeros(p, dtype=torch.bool, device=dev)
     coldom = torch.zeros(p, dtype=torch.bool, device=dev)
-    rowdom[:k] = recv_dom[lab]
-    coldom[:k] = send_dom[lab]
+    rowdom[:k] = rowdom_top
+    coldom[:k] = coldom_top
     dom = rowdom[:, None] | coldom[None, :]
 
     # step 7: cluster-pair context (cosine of the two routings on each block)
-    Cl_top = C_lora[:k, :k]
+    Cl_top, Cf_top = C_lora[:k, :k], C_fft[:k, :k]
     num = _block_sums(Cl_top * Cf_top, lab, n_c)
     nl = _block_sums(Cl_top * Cl_top, lab, n_c).sqrt()
     nf = _block_sums(Cf_top * Cf_top, lab, n_c).sqrt()
@@ -74,6 +65,25 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     larger = torch.where(C_lora.abs() > C_fft.abs(), C_lora, C_fft)
     C_casa = torch.where(capped, larger - C_fft, torch.where(dom, C_lora, C_lora - C_fft))
     return Arbitration(k, n_c, labels, rowdom, coldom, capped, int(cand.sum()), t, risk, C_casa)
+
+
+def dominance(Cl_top: torch.Tensor, Cf_top: torch.Tensor, sigma_top: torch.Tensor, s: TransferSettings):
+    """Steps 4-5 on the top k x k block: clusters and which of the top indices are dominant.
+
+    Returns (number of clusters, labels (numpy), labels (tensor), receive-dominant rows,
+    send-dominant columns), the last two as (k,) bool tensors.
+    """
+    k = sigma_top.numel()
+    n_c, labels = cluster_labels(Cl_top, sigma_top, s.tau)
+    lab = torch.from_numpy(labels).to(Cl_top.device)
+    size = torch.zeros(n_c, dtype=Cl_top.dtype, device=Cl_top.device).index_add_(
+        0, lab, torch.ones(k, dtype=Cl_top.dtype, device=Cl_top.device))
+    # per-cluster mean receive / send strength of the drift
+    recv = _per_cluster(Cf_top.norm(dim=1), lab, n_c) / (size + 1e-6)
+    send = _per_cluster(Cf_top.norm(dim=0), lab, n_c) / (size + 1e-6)
+    recv_dom = recv >= quantile(recv, s.q_dom)
+    send_dom = send >= quantile(send, s.q_dom)
+    return n_c, labels, lab, recv_dom[lab], send_dom[lab]
 
 
 def _per_cluster(x: torch.Tensor, lab: torch.Tensor, n: int) -> torch.Tensor:

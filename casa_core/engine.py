@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .arbitration import arbitrate
+from .arbitration import arbitrate, dominance
 from .factorization import Factors, Operator, factorize, factorize_lowrank
 from .settings import TransferSettings
 from .spectral import head_size, thin_svd
@@ -45,6 +45,8 @@ class LayerState:
     seconds: float = 0.0
     Ws: torch.Tensor | None = None    # the base weight (tall orientation) when U is None
     Vsi: torch.Tensor | None = None   # V / sigma when U is None: U = Ws @ Vsi
+    dfft_sq: float = 0.0              # ||D_fft||_F^2
+    partial: TransferSettings | None = None   # C_fft holds only what these thresholds read
 
     @property
     def square(self) -> bool:
@@ -111,8 +113,15 @@ def _sync(device):
 
 
 def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, device="cpu",
-            exact: bool = False, spectra: bool = False, consume: bool = False) -> LayerState:
+            exact: bool = False, spectra: bool = False, consume: bool = False,
+            settings: TransferSettings | None = None) -> LayerState:
     """Steps 1-3 of the rule: thin basis of W_s and both routing matrices.
+
+    ``settings``: the thresholds the layer will be concluded with. For square layers C_fft
+    is then computed only where the rule reads it (the top-k rows, and the tail rows of the
+    dominant columns; elsewhere the update routes like base + LoRA whatever C_fft holds):
+    two of three n x n x n products become about a third each. Without ``settings`` (the
+    GUI's re-arbitration with any thresholds) C_fft is computed in full.
 
     ``consume``: W_t is the caller's private copy, already in ``dtype`` on ``device``; it is
     overwritten (it becomes D_fft) instead of copied.
@@ -135,10 +144,16 @@ def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, dev
     Vsi = None if U is not None else V / sigma
     UtB = _left_t(U, Ws, Vsi, Bm)
     C_lora = UtB @ (Am @ V)
-    X = _left_t(U, Ws, Vsi, D_fft)
-    C_fft = X @ V
+    k = head_size(sigma, True, settings.energy) if settings is not None and not tall else len(sigma)
+    if k < len(sigma):
+        X, C_fft = None, _drift_routing_strips(U, V, D_fft, C_lora, sigma, k, settings)
+    else:
+        settings = None
+        X = _left_t(U, Ws, Vsi, D_fft)
+        C_fft = X @ V
     ws_norm = float(sigma.double().norm())
-    drift = sq_norm(D_fft) ** 0.5 / ws_norm if ws_norm > 0 else 0.0
+    dfft_sq = sq_norm(D_fft)
+    drift = dfft_sq ** 0.5 / ws_norm if ws_norm > 0 else 0.0
     st = sm = None
     if spectra:
         st = torch.linalg.svdvals(Ws + D_fft)
@@ -146,13 +161,17 @@ def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, dev
     _sync(device)
     return LayerState(name, (m, n), transposed, exact, U, sigma, V, C_lora, C_fft, D_fft, X if tall else None,
                       Bm, Am, UtB, drift, scale, B.shape[1] if B.dim() > 1 else 1, st, sm,
-                      time.perf_counter() - t0, Ws if U is None else None, Vsi)
+                      time.perf_counter() - t0, Ws if U is None else None, Vsi, dfft_sq, settings)
 
 
 def conclude(state: LayerState, settings: TransferSettings, rank: int | str | None,
              view_size: int | None = 128) -> LayerResult:
     """Steps 4-11: clusters, dominance, capping, back-projection and rank-r' factors."""
     t0 = time.perf_counter()
+    part = state.partial
+    if part is not None and (part.tau, part.q_dom, part.energy) != (settings.tau, settings.q_dom, settings.energy):
+        raise ValueError(f"{state.name} was analysed for other thresholds (tau, q_dom, energy); "
+                         "analyse it without settings to conclude it with any")
     p = state.sigma.numel()
     k = head_size(state.sigma, state.square, settings.energy)
     arb = arbitrate(state.C_lora, state.C_fft, state.sigma, k, settings)
@@ -197,14 +216,15 @@ def update_operator(state: LayerState, delta: torch.Tensor, rowdom: torch.Tensor
     sq = sq_norm
 
     BtD = state.up.T @ D_fft                                    # r x n
-    total = (dot(state.up.T @ state.up, state.down @ state.down.T) - 2 * dot(BtD, state.down) + sq(D_fft)
+    total = (dot(state.up.T @ state.up, state.down @ state.down.T) - 2 * dot(BtD, state.down) + state.dfft_sq
              + sq(delta) + 2 * dot(state.C_lora - state.C_fft, delta))
     terms = [(state.up, state.down)]
     n_rows, n_cols = int(rowdom.sum()), int(coldom.sum())
     if state.X is not None and n_cols:
         Vc = V[:, coldom]
         Xc = state.X @ Vc
-        M = torch.addmm(delta @ V.T, Xc, Vc.T, alpha=-1)
+        # M = delta V^T - X_c V_c^T, kept as [delta, -X_c] [V, V_c]^T: never formed (n x n x n)
+        M = (torch.cat([delta, -Xc], 1), torch.cat([V, Vc], 1).T)
         if n_cols <= V.shape[1] - n_cols:   # D_fft (I - P_c) = D_fft - (D_fft V_c) V_c^T
             Gc = D_fft @ Vc
             terms += [(-D_fft,), (Gc, Vc.T)]
@@ -213,7 +233,7 @@ def update_operator(state: LayerState, delta: torch.Tensor, rowdom: torch.Tensor
             Vn = V[:, ~coldom]
             F = D_fft @ Vn
             terms.append((-F, Vn.T))
-            dvc2 = sq(D_fft) - sq(F)
+            dvc2 = state.dfft_sq - sq(F)
         # R_c = (I - U U^T) D_fft P_c: ||R_c||^2 = <D_fft, R_c> = ||D_fft V_c||^2 - ||X V_c||^2
         rc2 = dvc2 - sq(Xc)
         BtR = (BtD - state.UtB.T @ state.X) @ Vc                   # B^T R_c V_c
@@ -240,14 +260,27 @@ def sq_norm(a: torch.Tensor) -> float:
     return float(sum(float(a[i:i + rows].square().sum()) for i in range(0, a.shape[0], rows)))
 
 
-def _left_term(state: LayerState, M: torch.Tensor) -> tuple:
-    """U @ M as one term: (U, M), or (Ws, V / sigma, M) when U is not formed."""
-    return (state.U, M) if state.U is not None else (state.Ws, state.Vsi, M)
+def _left_term(state: LayerState, M) -> tuple:
+    """U @ M as one term (M a matrix or a tuple of factors): U is (Ws, V / sigma) when not formed."""
+    M = M if isinstance(M, tuple) else (M,)
+    return (state.U, *M) if state.U is not None else (state.Ws, state.Vsi, *M)
 
 
 def _orient(fac: Factors, transposed: bool):
     up, down = (fac.down.T, fac.up.T) if transposed else (fac.up, fac.down)
     return up.contiguous().cpu(), down.contiguous().cpu()
+
+
+def _drift_routing_strips(U, V, D_fft, C_lora, sigma, k: int, settings: TransferSettings) -> torch.Tensor:
+    """C_fft of a square layer where the rule reads it, zero elsewhere: rows < k in full
+    (clusters, dominance, dominant rows), then the rows >= k of the dominant columns."""
+    C_fft = torch.zeros_like(C_lora)
+    C_fft[:k] = (U[:, :k].T @ D_fft) @ V
+    coldom = dominance(C_lora[:k, :k], C_fft[:k, :k], sigma[:k], settings)[4]
+    cols = coldom.nonzero().squeeze(1)
+    if cols.numel():
+        C_fft[k:, cols] = U[:, k:].T @ (D_fft @ V[:, cols])
+    return C_fft
 
 
 def _views(state: LayerState, arb, size: int) -> LayerViews:
@@ -257,7 +290,16 @@ def _views(state: LayerState, arb, size: int) -> LayerViews:
     def o(M):
         return M.T if t else M
 
-    Cl, Cf, Cc, cap = o(state.C_lora), o(state.C_fft), o(arb.C_casa), o(arb.capped)
+    C_fft, C_casa = state.C_fft, arb.C_casa
+    if state.partial is not None:
+        # for display only: the entries the rule does not read (tail rows outside the dominant
+        # columns route like base + LoRA: C_casa = C_lora - C_fft there)
+        k, rest = arb.k, (~arb.coldom).nonzero().squeeze(1)
+        fill = state.U[:, k:].T @ (state.D_fft @ state.V[:, rest])
+        C_fft, C_casa = C_fft.clone(), C_casa.clone()
+        C_fft[k:, rest] = fill
+        C_casa[k:, rest] = state.C_lora[k:][:, rest] - fill
+    Cl, Cf, Cc, cap = o(state.C_lora), o(C_fft), o(C_casa), o(arb.capped)
     k = arb.k
     order = np.argsort(arb.labels, kind="stable")
     idx = torch.from_numpy(order).to(Cl.device)

@@ -298,7 +298,7 @@ def _compute(plan: Plan, settings: TransferSettings, options: RunOptions, device
             W_s = W_s.to(device=device, dtype=dtype)
             W_t = W_t.to(device=device, dtype=dtype, copy=True)
             state = analyze(lp.module, W_s, W_t, B, A, lp.scale, dtype=dtype, device=device,
-                            exact=exact, spectra=options.spectra, consume=True)
+                            exact=exact, spectra=options.spectra, consume=True, settings=s)
             del W_s, W_t
             res = conclude(state, s, options.rank, options.view_size)
     except torch.cuda.OutOfMemoryError:

@@ -1,7 +1,9 @@
 """Properties of the rule and the pipeline that hold for any input."""
 
+import dataclasses
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,3 +234,26 @@ def test_squared_norm_is_accurate_in_float32():
     exact = float((a.double() ** 2).sum())
     assert abs(sq_norm(a) - exact) <= 1e-6 * exact
     assert abs(sq_norm(a.T) - exact) <= 1e-6 * exact
+
+
+@pytest.mark.parametrize("settings", [TransferSettings(), TransferSettings(tau=0.2, q_dom=0.3, q_act=0.6)],
+                         ids=["defaults", "other-thresholds"])
+def test_square_layer_analysed_for_its_thresholds_concludes_the_same(settings):
+    """Given the thresholds, a square layer's C_fft is computed only where the rule reads
+    it; the conversion, the figures and the views are those of the full analysis."""
+    Ws, Wt, B, A = (t.float() for t in _layer(13, 200, 200, r=6))
+    full = analyze("x", Ws, Wt, B, A, 0.8)
+    part = analyze("x", Ws, Wt, B, A, 0.8, settings=settings)
+    assert full.partial is None and part.partial is settings
+    assert int((part.C_fft == 0).sum()) > 0.2 * part.C_fft.numel()   # most of the tail was skipped
+    a, b = conclude(full, settings, 8, 32), conclude(part, settings, 8, 32)
+    assert (a.k, a.n_clusters, a.n_capped, a.n_candidates) == (b.k, b.n_clusters, b.n_capped, b.n_candidates)
+    assert torch.allclose(a.up @ a.down, b.up @ b.down, atol=1e-5 * float((a.up @ a.down).abs().max()))
+    for view in ("full", "top", "clustered"):
+        va, vb = getattr(a.views, view), getattr(b.views, view)
+        for name in ("c_lora", "c_fft", "c_casa"):
+            x, y = getattr(va, name), getattr(vb, name)
+            assert np.allclose(x, y, atol=1e-5 * np.abs(x).max()), (view, name)
+    with pytest.raises(ValueError, match="other thresholds"):
+        conclude(part, TransferSettings(q_dom=0.9), 8, 0)
+    conclude(part, dataclasses.replace(settings, q_act=0.5), 8, 0)   # the capping quantile alone may change
