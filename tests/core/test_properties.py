@@ -257,3 +257,40 @@ def test_square_layer_analysed_for_its_thresholds_concludes_the_same(settings):
     with pytest.raises(ValueError, match="other thresholds"):
         conclude(part, TransferSettings(q_dom=0.9), 8, 0)
     conclude(part, dataclasses.replace(settings, q_act=0.5), 8, 0)   # the capping quantile alone may change
+
+
+def test_split_eigensolver_matches_numpy():
+    """lapack.eigh (float64 tridiagonal problem, float32 back-transformation) against numpy's
+    float64 eigh, on a spectrum with near-degenerate groups like trained weights'."""
+    from casa_core import lapack
+
+    assert lapack.eigh is not None, "numpy's OpenBLAS (LAPACKE) was not found: the engine falls back"
+    g = torch.Generator().manual_seed(4)
+    n = 300
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    lam = torch.arange(1, n + 1, dtype=torch.float64) ** -0.8
+    lam[50:60] = lam[50] * (1 + 1e-7 * torch.arange(10))       # a near-degenerate group
+    G = ((q * lam) @ q.T).numpy()
+    got_lam, got_V = lapack.eigh(G)
+    ref_lam, ref_V = np.linalg.eigh(G)
+    assert got_V.dtype == np.float32
+    assert np.allclose(got_lam, ref_lam, rtol=0, atol=1e-13)
+    V = got_V.astype(np.float64)
+    assert np.abs(V.T @ V - np.eye(n)).max() < 2e-6
+    assert np.abs(G @ V - V * got_lam).max() < 1e-6              # eigenpairs to float32 rounding
+    apart = np.r_[True, np.diff(ref_lam) > 1e-4][:, None] & np.r_[np.diff(ref_lam) > 1e-4, True][:, None]
+    overlap = np.abs((V.T @ ref_V).diagonal())[apart[:, 0]]
+    assert overlap.min() > 1 - 1e-6                               # separated vectors are the same
+
+
+def test_basis_without_the_split_eigensolver(monkeypatch):
+    """Where numpy's OpenBLAS is missing, numpy.linalg.eigh gives the same basis."""
+    from casa_core import lapack
+    from casa_core.spectral import thin_svd
+
+    Ws, _, _, _ = (t.float() for t in _layer(17, 120, 80))
+    U1, s1, V1 = thin_svd(Ws, exact=False)
+    monkeypatch.setattr(lapack, "eigh", None)
+    U2, s2, V2 = thin_svd(Ws, exact=False)
+    assert torch.allclose(s1, s2, rtol=1e-6) and torch.allclose(V1, V2, atol=1e-5)
+    assert torch.allclose(U1, U2, atol=1e-4)
