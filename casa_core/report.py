@@ -33,8 +33,27 @@ def build_report(plan, results, settings, options, export=None, seconds: float |
         "output": None if export is None else {"path": str(export.path), "bytes": export.bytes,
                                                "tensors": export.tensors, "format": export.format,
                                                "dropped_keys": list(export.dropped)},
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    **_runtime(device or options.device, options)},
     }
+
+
+def _runtime(device: str, options) -> dict:
+    """How the layers were computed: torch, CPU workers and threads, which eigensolver."""
+    import torch
+
+    from . import lapack
+    from .pipeline import cpu_workers
+
+    out = {"torch": torch.__version__}
+    if str(device).startswith("cpu"):
+        workers, threads = cpu_workers(options.workers)
+        out |= {"cpu_workers": workers, "threads_per_worker": threads,
+                "eigensolver": "LAPACKE dsytrd+dstedc (float64), sormtr (float32)" if lapack.eigh is not None
+                else "numpy.linalg.eigh (float64)"}
+    else:
+        out["eigensolver"] = "torch.linalg.eigh (float64)"
+    return out
 
 
 def write_report(report: dict, path) -> None:

@@ -34,6 +34,10 @@ record convert_seconds "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print
 record convert_output_bytes "$(stat -c %s "$out/demo-output.safetensors" 2>/dev/null || echo 0)"
 tail -n 3 "$out/convert.log"
 [ "$rc" = 0 ] && [ -s "$out/demo-output.safetensors" ] || failed=1
+# the frozen engine must find numpy's OpenBLAS for its split eigensolver (else 35% slower)
+eig=$(grep -o '"eigensolver": "[^"]*"' "$out/demo-report.json" 2>/dev/null | head -n 1 | cut -d'"' -f4)
+record eigensolver "$eig"
+case $eig in LAPACKE*) ;; *) echo "smoke: the bundle falls back to numpy.linalg.eigh" >&2; failed=1 ;; esac
 
 step "casa-gui --self-test (offscreen)"
 rm -f "$out/shot.png"
