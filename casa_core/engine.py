@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .arbitration import arbitrate, dominance
-from .factorization import Factors, Operator, factorize, factorize_lowrank
+from .factorization import Factors, Operator, factorize, factorize_lowrank, sq_norm
 from .settings import TransferSettings
 from .spectral import head_size, thin_svd
 from .views import LayerViews, risk_histogram, routing_view
@@ -52,16 +52,9 @@ class LayerState:
     def square(self) -> bool:
         return self.shape[0] == self.shape[1]
 
-    def left(self, Z: torch.Tensor) -> torch.Tensor:
-        """U @ Z."""
-        return self.U @ Z if self.U is not None else self.Ws @ (self.Vsi @ Z)
-
-    def left_t(self, Y: torch.Tensor) -> torch.Tensor:
-        """U^T @ Y."""
-        return _left_t(self.U, self.Ws, self.Vsi, Y)
-
 
 def _left_t(U, Ws, Vsi, Y):
+    """U^T @ Y, with U given or applied as Ws @ Vsi."""
     return U.T @ Y if U is not None else Vsi.T @ (Ws.T @ Y)
 
 
@@ -145,10 +138,10 @@ def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, dev
     UtB = _left_t(U, Ws, Vsi, Bm)
     C_lora = UtB @ (Am @ V)
     k = head_size(sigma, True, settings.energy) if settings is not None and not tall else len(sigma)
-    if k < len(sigma):
+    partial = settings if k < len(sigma) else None
+    if partial is not None:
         X, C_fft = None, _drift_routing_strips(U, V, D_fft, C_lora, sigma, k, settings)
     else:
-        settings = None
         X = _left_t(U, Ws, Vsi, D_fft)
         C_fft = X @ V
     ws_norm = float(sigma.double().norm())
@@ -161,7 +154,7 @@ def analyze(name: str, W_s, W_t, B, A, scale: float, *, dtype=torch.float32, dev
     _sync(device)
     return LayerState(name, (m, n), transposed, exact, U, sigma, V, C_lora, C_fft, D_fft, X if tall else None,
                       Bm, Am, UtB, drift, scale, B.shape[1] if B.dim() > 1 else 1, st, sm,
-                      time.perf_counter() - t0, Ws if U is None else None, Vsi, dfft_sq, settings)
+                      time.perf_counter() - t0, Ws if U is None else None, Vsi, dfft_sq, partial)
 
 
 def conclude(state: LayerState, settings: TransferSettings, rank: int | str | None,
@@ -213,11 +206,9 @@ def update_operator(state: LayerState, delta: torch.Tensor, rowdom: torch.Tensor
     def dot(a, b):
         return float((a * b).sum())
 
-    sq = sq_norm
-
     BtD = state.up.T @ D_fft                                    # r x n
     total = (dot(state.up.T @ state.up, state.down @ state.down.T) - 2 * dot(BtD, state.down) + state.dfft_sq
-             + sq(delta) + 2 * dot(state.C_lora - state.C_fft, delta))
+             + sq_norm(delta) + 2 * dot(state.C_lora - state.C_fft, delta))
     terms = [(state.up, state.down)]
     n_rows, n_cols = int(rowdom.sum()), int(coldom.sum())
     if state.X is not None and n_cols:
@@ -228,14 +219,14 @@ def update_operator(state: LayerState, delta: torch.Tensor, rowdom: torch.Tensor
         if n_cols <= V.shape[1] - n_cols:   # D_fft (I - P_c) = D_fft - (D_fft V_c) V_c^T
             Gc = D_fft @ Vc
             terms += [(-D_fft,), (Gc, Vc.T)]
-            dvc2 = sq(Gc)
+            dvc2 = sq_norm(Gc)
         else:                               # ... = (D_fft V_n) V_n^T over the other columns
             Vn = V[:, ~coldom]
             F = D_fft @ Vn
             terms.append((-F, Vn.T))
-            dvc2 = state.dfft_sq - sq(F)
+            dvc2 = state.dfft_sq - sq_norm(F)
         # R_c = (I - U U^T) D_fft P_c: ||R_c||^2 = <D_fft, R_c> = ||D_fft V_c||^2 - ||X V_c||^2
-        rc2 = dvc2 - sq(Xc)
+        rc2 = dvc2 - sq_norm(Xc)
         BtR = (BtD - state.UtB.T @ state.X) @ Vc                   # B^T R_c V_c
         total += 2 * dot(BtR, state.down @ Vc) - rc2
         terms.append(_left_term(state, M))
@@ -250,14 +241,6 @@ def update_operator(state: LayerState, delta: torch.Tensor, rowdom: torch.Tensor
         elif n_rows or n_cols:
             terms.append(_left_term(state, delta @ V.T))
     return Operator(terms, tuple(D_fft.shape), max(total, 0.0))
-
-
-def sq_norm(a: torch.Tensor) -> float:
-    """||a||_F^2 to float32 rounding (torch's sums run in cascades: ~1e-7 relative, where
-    ``vector_norm`` was measured 2.5e-3 off on an FFN weight), a block of rows at a time so
-    that no copy of a large matrix is made."""
-    rows = max(1, (1 << 22) // max(a.shape[-1], 1))
-    return float(sum(float(a[i:i + rows].square().sum()) for i in range(0, a.shape[0], rows)))
 
 
 def _left_term(state: LayerState, M) -> tuple:
@@ -279,8 +262,13 @@ def _drift_routing_strips(U, V, D_fft, C_lora, sigma, k: int, settings: Transfer
     coldom = dominance(C_lora[:k, :k], C_fft[:k, :k], sigma[:k], settings)[4]
     cols = coldom.nonzero().squeeze(1)
     if cols.numel():
-        C_fft[k:, cols] = U[:, k:].T @ (D_fft @ V[:, cols])
+        C_fft[k:, cols] = _tail_routing(U, V, D_fft, k, cols)
     return C_fft
+
+
+def _tail_routing(U, V, D_fft, k: int, cols: torch.Tensor) -> torch.Tensor:
+    """C_fft[k:, cols] of a square layer."""
+    return U[:, k:].T @ (D_fft @ V[:, cols])
 
 
 def _views(state: LayerState, arb, size: int) -> LayerViews:
@@ -295,7 +283,7 @@ def _views(state: LayerState, arb, size: int) -> LayerViews:
         # for display only: the entries the rule does not read (tail rows outside the dominant
         # columns route like base + LoRA: C_casa = C_lora - C_fft there)
         k, rest = arb.k, (~arb.coldom).nonzero().squeeze(1)
-        fill = state.U[:, k:].T @ (state.D_fft @ state.V[:, rest])
+        fill = _tail_routing(state.U, state.V, state.D_fft, k, rest)
         C_fft, C_casa = C_fft.clone(), C_casa.clone()
         C_fft[k:, rest] = fill
         C_casa[k:, rest] = state.C_lora[k:][:, rest] - fill
