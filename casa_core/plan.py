@@ -1,0 +1,130 @@
+"""The plan of a conversion: which LoRA layers transfer onto which model layers (headers only, no math)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from . import names
+from .errors import CasaError
+from .lora import LoraPair, LoraSource
+from .models import ModelSource
+from .sources.compat import extra_layers
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer the rule will transfer."""
+    module: str                 # canonical name
+    pair: LoraPair
+    shape: tuple[int, int]
+
+    @property
+    def rank(self) -> int:
+        return self.pair.rank
+
+    @property
+    def scale(self) -> float:
+        return self.pair.scale
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """A LoRA pair that is copied unchanged, and why."""
+    prefix: str
+    module: str | None
+    reason: str
+
+
+@dataclass
+class Plan:
+    base: ModelSource
+    target: ModelSource
+    lora: LoraSource
+    layers: list[LayerPlan]
+    passed: list[PassThrough] = field(default_factory=list)
+
+    @property
+    def passthrough_keys(self) -> list[str]:
+        """Every LoRA key that goes to the output unchanged."""
+        planned = {k for lp in self.layers for k in lp.pair.keys}
+        return [k for k in self.lora.store.keys() if k not in planned]
+
+    def describe(self) -> dict:
+        return {
+            "base": {"source": self.base.identity, "layout": self.base.layout},
+            "target": {"source": self.target.identity, "layout": self.target.layout,
+                       "ignored_layers": extra_layers(self.base, self.target)},
+            "lora": {"source": self.lora.identity, "format": self.lora.format, "pairs": len(self.lora.pairs)},
+            "layers": [{"module": lp.module, "lora_prefix": lp.pair.prefix, "shape": list(lp.shape),
+                        "rank": lp.rank, "scale": lp.scale} for lp in self.layers],
+            "passed_through": [{"prefix": p.prefix, "module": p.module, "reason": p.reason} for p in self.passed],
+            "other_keys": list(self.lora.other_keys),
+        }
+
+
+def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: str | None = None) -> Plan:
+    """Match the LoRA's pairs to layers both models hold; refuse inputs that cannot fit."""
+    _check_models_agree(base, target)
+    try:
+        pattern = re.compile(layers) if layers else None
+    except re.error as exc:
+        raise CasaError(f"--layers {layers!r} is not a valid regular expression ({exc})",
+                        "e.g. --layers 'blocks\\.(0|1)\\.'") from None
+    kohya = names.underscore_index(base.modules())
+    planned: list[LayerPlan] = []
+    passed: list[PassThrough] = []
+    unmatched = misfit = 0
+    first_misfit = None
+    for pair in lora.pairs:
+        module = lora.module_for(pair, kohya)
+        wkey = f"{module}.weight"
+        if module is None or wkey not in base:
+            unmatched += 1
+            passed.append(PassThrough(pair.prefix, module, "no layer of that name in the base model"))
+            continue
+        shape = base.shape(wkey)
+        if (pair.out_features, pair.in_features) != (shape[0], _prod(shape[1:])):
+            misfit += 1
+            first_misfit = first_misfit or (module, pair, shape)
+            continue
+        if len(shape) != 2 or not names.is_transferable(module):
+            passed.append(PassThrough(pair.prefix, module, "not a 2-D linear weight the rule applies to"))
+            continue
+        if wkey not in target:
+            passed.append(PassThrough(pair.prefix, module, "the target model lacks this layer"))
+            continue
+        if pattern and not pattern.search(module):
+            passed.append(PassThrough(pair.prefix, module, "excluded by --layers"))
+            continue
+        planned.append(LayerPlan(module, pair, (shape[0], shape[1])))
+    if first_misfit:
+        module, pair, shape = first_misfit
+        raise CasaError(f"LoRA shapes do not fit the base model: {module} is {pair.out_features}x{pair.in_features} "
+                        f"in the LoRA but {'x'.join(map(str, shape))} in the base ({misfit} layers differ)",
+                        "this LoRA was trained for another model size; pick the matching base and target")
+    if not planned:
+        if unmatched == len(lora.pairs):
+            raise CasaError(f"the LoRA matches no layer of the base model (first LoRA layer: {lora.pairs[0].prefix})",
+                            "it is probably for another model family (SDXL, a text encoder); pick a Wan2.1 LoRA")
+        raise CasaError("no LoRA layer is left to transfer (all pass through)",
+                        "check --layers and that the target holds the LoRA's layers")
+    return Plan(base, target, lora, planned, passed)
+
+
+def _prod(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= d
+    return out
+
+
+def _check_models_agree(base: ModelSource, target: ModelSource) -> None:
+    shared = [k for k in base.canonical_keys() if k in target]
+    if not shared:
+        raise CasaError("the base and target models share no layer names",
+                        "pick a target distilled from this base (same architecture)")
+    for k in shared:
+        if base.shape(k) != target.shape(k):
+            raise CasaError(f"base and target differ in shape at {k}: {list(base.shape(k))} vs {list(target.shape(k))}",
+                            "pick a base and a target of the same model size")
