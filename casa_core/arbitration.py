@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from .clusters import cluster_labels
-from .settings import TransferSettings
 from .spectral import quantile
 
 
@@ -28,8 +27,9 @@ class Arbitration:
 
 
 def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k: int,
-              s: TransferSettings) -> Arbitration:
-    """Apply steps 4-9 to the routing matrices (in the tall orientation, p x p)."""
+              s) -> Arbitration:
+    """Apply steps 4-9 to the routing matrices (in the tall orientation, p x p); ``s`` holds
+    the thresholds tau, q_dom and q_act."""
     p = sigma.numel()
     dev = C_lora.device
     n_c, labels, lab, rowdom_top, coldom_top = dominance(C_lora[:k, :k], C_fft[:k, :k], sigma[:k], s)
@@ -67,7 +67,7 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     return Arbitration(k, n_c, labels, rowdom, coldom, capped, int(cand.sum()), t, risk, C_casa)
 
 
-def dominance(Cl_top: torch.Tensor, Cf_top: torch.Tensor, sigma_top: torch.Tensor, s: TransferSettings):
+def dominance(Cl_top: torch.Tensor, Cf_top: torch.Tensor, sigma_top: torch.Tensor, s):
     """Steps 4-5 on the top k x k block: clusters and which of the top indices are dominant.
 
     Returns (number of clusters, labels (numpy), labels (tensor), receive-dominant rows,

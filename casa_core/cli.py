@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from . import __version__
+from . import __version__, methods
 from .errors import Cancelled, CasaError
 
 
@@ -33,12 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a LoRA for the distilled model")
     _add_sources(c)
     c.add_argument("--output", "-o", help="where to write the converted LoRA (.safetensors)")
-    c.add_argument("--method", choices=("casa", "direct"), default="casa",
-                   help="casa (default) or direct (plain reuse, the baseline)")
+    names = methods.names()
+    c.add_argument("--method", choices=names, default=names[0],
+                   help="; ".join(f"{m.name}: {m.title}" for m in methods.available()) + " (see 'casa methods')")
     c.add_argument("--rank", default=None, help="output rank: N, or 'full' (exact); default: the input's rank")
-    c.add_argument("--tau", type=float, default=0.5, help="cluster linking threshold (default 0.5)")
-    c.add_argument("--q-dom", type=float, default=0.5, help="dominant-cluster quantile (default 0.5)")
-    c.add_argument("--q-act", type=float, default=0.85, help="capping quantile of the risk (default 0.85)")
+    for info in methods.all_params().values():
+        c.add_argument(_flag(info.name), dest=info.name, type=float, default=None, metavar="X",
+                       help=f"{info.help} (default {info.default:g}; {_owners(info.name)})")
     c.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     c.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"))
     c.add_argument("--workers", type=int, default=None,
@@ -53,7 +54,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sources(i)
     i.add_argument("--no-drift", action="store_true", help="skip reading weights for the drift column")
     i.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sub.add_parser("methods", help="list the transfer methods with their parameters and defaults")
     return ap
+
+
+# settings named by the core's messages -> the flags that set them
+_FLAGS = {"device": "--device", "rank": "--rank", "precision": "--precision", "format": "--format",
+          "dtype": "--dtype", "workers": "--workers", "layers": "--layers", "lora_file": "--lora-file",
+          "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output"}
+
+
+def _flag(setting: str) -> str:
+    return _FLAGS.get(setting) or "--" + setting.replace("_", "-")
+
+
+def _owners(name: str) -> str:
+    owners = [m.name for m in methods.available() if any(p.name == name for p in m.Params.describe())]
+    return "method " + ", ".join(owners)
+
+
+def _settings(args):
+    """The method named by --method with the parameters given as flags (others refused)."""
+    from .settings import TransferSettings
+
+    method = methods.get(args.method)
+    own = {p.name for p in method.Params.describe()}
+    given = {name: getattr(args, name) for name in methods.all_params() if getattr(args, name) is not None}
+    foreign = sorted(set(given) - own)
+    if foreign:
+        raise CasaError(f"{_flag(foreign[0])} does not apply to --method {method.name}",
+                        f"it takes {', '.join(_flag(p) for p in sorted(own)) or 'no parameters'}")
+    return TransferSettings.of(method.name, **given)
+
+
+def cmd_methods(args) -> int:
+    for m in methods.available():
+        print(f"{m.name}: {m.title}")
+        for p in m.Params.describe():
+            bounds = (f"[{p.minimum:g}, {p.maximum:g}]" if p.maximum is not None
+                      else f">= {p.minimum:g}" if p.minimum is not None else "")
+            print(f"  {_flag(p.name):<10} {p.default:<6g} {bounds:<10} {p.help}")
+        if not m.Params.describe():
+            print("  (no parameters)")
+    return 0
 
 
 def _fill_demo(args) -> None:
@@ -71,9 +114,9 @@ def _sources(args):
     missing = [f"--{r}" for r in ("base", "target", "lora") if not getattr(args, r)]
     if missing:
         raise CasaError(f"missing {', '.join(missing)}", "give all three inputs, or --demo for the bundled demo")
-    from .pipeline import make_plan, open_sources
+    from .conversion import Conversion
 
-    return make_plan(*open_sources(args.base, args.target, args.lora, lora_file=args.lora_file), layers=args.layers)
+    return Conversion.open(args.base, args.target, args.lora, lora_file=args.lora_file, layers=args.layers)
 
 
 class _Progress:
@@ -98,9 +141,7 @@ class _Progress:
             return
         el = time.perf_counter() - self.t0
         eta = el / (i + 1) * (total - i - 1)
-        print(f"[{i + 1}/{total}] {res.name} {'x'.join(map(str, res.shape))} k={res.k} "
-              f"clusters={res.n_clusters} dominant={res.dominant_share:.2f} capped={res.n_capped} "
-              f"energy={res.energy_kept:.3f} {res.seconds:.2f}s eta {eta:.0f}s", file=sys.stderr, flush=True)
+        print(f"[{i + 1}/{total}] {res.name} {res.summary()} eta {eta:.0f}s", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
@@ -108,36 +149,33 @@ class _Progress:
 
 
 def cmd_convert(args) -> int:
-    from .pipeline import convert
-    from .report import write_report
-    from .settings import RunOptions, TransferSettings, parse_rank
+    from .settings import RunOptions, parse_rank
 
     if args.output is None:
         if not args.demo:
             raise CasaError("missing --output", "give the path of the converted LoRA to write")
         args.output = "casa-demo-output.safetensors"
-    settings = TransferSettings(args.method, args.tau, args.q_dom, args.q_act).validate()
+    settings = _settings(args).validate()
     options = RunOptions(rank=parse_rank(args.rank), device=args.device, precision=args.precision,
                          out_format=args.out_format, out_dtype=args.out_dtype, layers=args.layers,
                          view_size=0, workers=args.workers).validate()
-    plan = _sources(args)
+    conv = _sources(args)
     cancel = threading.Event()
-    progress = _Progress(len(plan.layers), args.quiet)
+    progress = _Progress(len(conv.plan.layers), args.quiet)
     try:
-        report = convert(plan, args.output, settings, options, cancel=cancel, on_result=progress)
+        report = conv.convert(args.output, settings, options, cancel=cancel, on_result=progress)
     finally:
         progress.close()
     if args.report:
-        write_report(report, args.report)
+        report.write(args.report)
     if not args.quiet:
-        t = report["totals"]
-        out = report["output"]
-        print(f"wrote {out['path']} ({out['format']}, {out['tensors']} tensors, {out['bytes'] / 1e6:.1f} MB): "
-              f"{t['layers']} layers in {t['seconds']:.1f}s, {len(report['passthrough_keys'])} keys passed through, "
-              f"mean energy kept {t['mean_energy_kept']:.3f}", file=sys.stderr)
-        if out["dropped_keys"]:
-            print(f"note: the {out['format']} layout cannot hold {len(out['dropped_keys'])} pass-through keys "
-                  f"(e.g. {out['dropped_keys'][0]}); they were left out; use --format same to keep them",
+        t, out = report.totals, report.output
+        print(f"wrote {out.path} ({out.format}, {out.tensors} tensors, {out.bytes / 1e6:.1f} MB): "
+              f"{t.layers} layers in {t.seconds:.1f}s, {len(report.passthrough_keys)} keys passed through, "
+              f"mean energy kept {t.mean_energy_kept:.3f}", file=sys.stderr)
+        if out.dropped:
+            print(f"note: the {out.format} layout cannot hold {len(out.dropped)} pass-through keys "
+                  f"(e.g. {out.dropped[0]}); they were left out; use --format same to keep them",
                   file=sys.stderr)
     return 0
 
@@ -147,7 +185,7 @@ def cmd_inspect(args) -> int:
     import json
 
     from .drift import layer_drift
-    from .pipeline import make_plan
+    from .plan import make_plan
     from .sources import open_lora, open_model
     from .sources.compat import verdicts
 
@@ -246,9 +284,10 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"convert": cmd_convert, "inspect": cmd_inspect}[args.command](args)
+        return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods}[args.command](args)
     except CasaError as exc:
-        print(f"casa: error: {exc}", file=sys.stderr)
+        flag = f" ({' '.join(filter(None, (_flag(exc.setting), exc.example)))})" if exc.setting else ""
+        print(f"casa: error: {exc}{flag}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         print("casa: cancelled; nothing was written", file=sys.stderr)

@@ -2,11 +2,19 @@
 
 
 class CasaError(Exception):
-    """A problem with the user's inputs or settings: says what is wrong and what to do."""
+    """A problem with the user's inputs or settings: says what is wrong and what to do.
 
-    def __init__(self, what: str, todo: str = ""):
+    The text speaks of settings by name, never by a command-line flag; ``setting`` names the
+    one at fault (``device``, ``rank``, ``layers``, ``lora_file``, a method parameter ...),
+    so that the CLI can point at its flag and the GUI at its field; ``example`` is a value for
+    it that would do.
+    """
+
+    def __init__(self, what: str, todo: str = "", *, setting: str | None = None, example: str | None = None):
         self.what = what
         self.todo = todo
+        self.setting = setting
+        self.example = example
         super().__init__(f"{what}; {todo}" if todo else what)
 
 
@@ -20,4 +28,5 @@ class OutOfMemory(CasaError):
     def __init__(self, module: str):
         self.module = module
         super().__init__(f"the GPU ran out of memory on {module}",
-                         "use the CPU (--device cpu), float32 precision, or close other programs using the GPU")
+                         "use the cpu device, float32 precision, or close other programs using the GPU",
+                         setting="device", example="cpu")

@@ -40,7 +40,7 @@ class Operator:
     of vectors without ever being formed.
 
     ``sq_norm`` is ``||D||_F^2``; the engine computes it from the structure of D (see
-    ``engine.update_operator``); for a dense matrix it is summed directly.
+    ``methods.casa.update_operator``); for a dense matrix it is summed directly.
     """
 
     def __init__(self, terms: list[tuple[torch.Tensor, ...]], shape: tuple[int, int],

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
+from . import methods
 from .errors import CasaError
+from .methods.base import MethodParams, with_values
 
-METHODS = ("casa", "direct")
 PRECISIONS = ("auto", "float32", "float64")
 FORMATS = ("same", "comfy", "kohya", "diffusers")
 DTYPES = ("same", "float32", "float16", "bfloat16")
@@ -15,29 +15,48 @@ DTYPES = ("same", "float32", "float16", "bfloat16")
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """The rule's thresholds; a per-layer override is the same object."""
+    """A method and its parameters; a per-layer override is the same object.
+
+    ``TransferSettings()`` is CASA with its defaults; ``TransferSettings.of("casa", tau=0.3)``
+    changes some; ``params`` is the method's own typed parameters class.
+    """
     method: str = "casa"
-    tau: float = 0.5
-    q_dom: float = 0.5
-    q_act: float = 0.85
-    energy: float = 0.90
+    params: MethodParams | None = None     # None: the method's defaults
+
+    def __post_init__(self):
+        if self.params is None:
+            object.__setattr__(self, "params", methods.get(self.method).Params())
+
+    @classmethod
+    def of(cls, method: str = "casa", **values) -> TransferSettings:
+        """Settings for ``method``, the given parameters changed from its defaults (validated)."""
+        return cls(method, with_values(methods.get(method).Params(), **values))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TransferSettings:
+        """The inverse of ``to_dict``."""
+        data = dict(data)
+        return cls.of(data.pop("method", "casa"), **data)
 
     def validate(self) -> TransferSettings:
-        if self.method not in METHODS:
-            raise CasaError(f"unknown method {self.method!r}", f"use one of {', '.join(METHODS)}")
-        if not (math.isfinite(self.tau) and self.tau >= 0):
-            raise CasaError(f"tau must be a number >= 0, got {self.tau}", "e.g. --tau 0.5")
-        for name in ("q_dom", "q_act", "energy"):
-            v = getattr(self, name)
-            if not (0.0 <= v <= 1.0):
-                raise CasaError(f"{name} must lie in [0, 1], got {v}", f"e.g. --{name.replace('_', '-')} 0.5")
+        method = methods.get(self.method)
+        if not isinstance(self.params, method.Params):
+            raise CasaError(f"the parameters given are not those of method {self.method}",
+                            "build the settings with TransferSettings.of", setting="method")
+        self.params.validate()
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"method": self.method, **self.params.to_dict()}
 
     def with_(self, **changes) -> TransferSettings:
-        return replace(self, **changes).validate()
+        """Other parameter values (or another ``method``: its defaults, then the changes that apply)."""
+        method = changes.pop("method", self.method)
+        if method != self.method:
+            own = {p.name for p in methods.get(method).Params.describe()}
+            kept = {k: v for k, v in self.params.to_dict().items() if k in own}
+            return TransferSettings.of(method, **(kept | changes))
+        return TransferSettings(method, with_values(self.params, **changes))
 
 
 @dataclass(frozen=True)
@@ -56,15 +75,20 @@ class RunOptions:
 
     def validate(self) -> RunOptions:
         if self.precision not in PRECISIONS:
-            raise CasaError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
+            raise CasaError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}",
+                            setting="precision")
         if self.out_format not in FORMATS:
-            raise CasaError(f"unknown format {self.out_format!r}", f"use one of {', '.join(FORMATS)}")
+            raise CasaError(f"unknown format {self.out_format!r}", f"use one of {', '.join(FORMATS)}",
+                            setting="format")
         if self.out_dtype not in DTYPES:
-            raise CasaError(f"unknown dtype {self.out_dtype!r}", f"use one of {', '.join(DTYPES)}")
+            raise CasaError(f"unknown dtype {self.out_dtype!r}", f"use one of {', '.join(DTYPES)}",
+                            setting="dtype")
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers > 0):
-            raise CasaError(f"workers must be a positive whole number, got {self.workers!r}", "e.g. --workers 2")
+            raise CasaError(f"workers must be a positive whole number, got {self.workers!r}", "e.g. 2",
+                            setting="workers", example="2")
         if self.rank is not None and self.rank != "full" and not (isinstance(self.rank, int) and self.rank > 0):
-            raise CasaError(f"rank must be a positive whole number or 'full', got {self.rank!r}", "e.g. --rank 32")
+            raise CasaError(f"rank must be a positive whole number or 'full', got {self.rank!r}", "e.g. 32",
+                            setting="rank", example="32")
         return self
 
 
@@ -77,7 +101,8 @@ def parse_rank(text: str | None):
     try:
         r = int(text)
     except ValueError:
-        raise CasaError(f"rank must be a positive whole number or 'full', got {text!r}", "e.g. --rank 32") from None
+        raise CasaError(f"rank must be a positive whole number or 'full', got {text!r}", "e.g. 32",
+                        setting="rank", example="32") from None
     if r <= 0:
-        raise CasaError(f"rank must be positive, got {r}", "e.g. --rank 32")
+        raise CasaError(f"rank must be positive, got {r}", "e.g. 32", setting="rank", example="32")
     return r

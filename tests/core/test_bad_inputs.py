@@ -182,12 +182,12 @@ def test_cancel_leaves_nothing(tmp_path):
     """A cancel between layers raises Cancelled and writes nothing."""
     import threading
 
+    from casa_core.conversion import Conversion
     from casa_core.errors import Cancelled
-    from casa_core.pipeline import convert, make_plan, open_sources
     from casa_core.settings import RunOptions, TransferSettings
 
     d = demo_inputs()
-    plan = make_plan(*open_sources(d["base"], d["target"], d["lora"]))
+    conv = Conversion.open(d["base"], d["target"], d["lora"])
     cancel = threading.Event()
     out = tmp_path / "out.safetensors"
 
@@ -196,6 +196,6 @@ def test_cancel_leaves_nothing(tmp_path):
             cancel.set()
 
     with pytest.raises(Cancelled):
-        convert(plan, out, TransferSettings(), RunOptions(device="cpu", view_size=0), cancel=cancel,
-                on_result=stop_after_three)
+        conv.convert(out, TransferSettings(), RunOptions(device="cpu", view_size=0), cancel=cancel,
+                     on_result=stop_after_three)
     assert not out.exists() and not list(tmp_path.iterdir())

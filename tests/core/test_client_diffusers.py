@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from casa_core.pipeline import export_results, iter_transfer, make_plan, open_sources
+from casa_core.conversion import Conversion
 from casa_core.resources import demo_inputs
 from casa_core.settings import RunOptions, TransferSettings
 from tests.conftest import SHARED
@@ -16,15 +16,15 @@ from tests.clients import diffusers_applied_updates, golden_wan_config  # noqa: 
 
 
 def _convert(base, target, lora, tmp_path, formats, rank=None):
-    plan = make_plan(*open_sources(base, target, lora))
+    conv = Conversion.open(base, target, lora)
     settings = TransferSettings()
-    results = {r.name: r for r in iter_transfer(plan, settings, RunOptions(device="cpu", rank=rank, view_size=0))}
+    conv.run(settings, RunOptions(device="cpu", rank=rank, view_size=0))
     outs = {}
     for fmt in formats:
         out = tmp_path / f"{fmt}.safetensors"
-        export_results(plan, results, out, settings, RunOptions(out_format=fmt, rank=rank))
+        conv.export(out, settings, RunOptions(out_format=fmt, rank=rank))
         outs[fmt] = out
-    return results, outs
+    return dict(conv.results), outs
 
 
 def _check(results, path, config):

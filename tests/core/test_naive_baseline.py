@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from casa_core.pipeline import make_plan, open_sources
+from casa_core.conversion import Conversion
 from tests.conftest import GOLDEN
 
 naive = pytest.importorskip("benchmarks.naive")
@@ -15,7 +15,8 @@ naive = pytest.importorskip("benchmarks.naive")
 @pytest.mark.parametrize("case", GOLDEN, ids=[c.name for c in GOLDEN])
 def test_naive_matches_golden(case):
     c = json.loads((case / "case.json").read_text())
-    plan = make_plan(*open_sources(case / c["base"], case / c["target"], case / c["lora"]))
+    conv = Conversion.open(case / c["base"], case / c["target"], case / c["lora"])
+    plan = conv.plan
     expected = load_file(case / "expected.safetensors")
     for lp in plan.layers:
         key = f"{lp.module}.weight"

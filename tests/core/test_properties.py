@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 import torch
 
+from casa_core import methods
 from casa_core.arbitration import arbitrate
-from casa_core.engine import analyze, conclude
+from casa_core.conversion import Conversion, analyse_layer
 from casa_core.factorization import factorize
-from casa_core.pipeline import convert, make_plan, open_sources
 from casa_core.resources import demo_inputs
 from casa_core.settings import RunOptions, TransferSettings
 from casa_core.spectral import head_size, quantile
 from tests.core import factories as f
+
+
+def analyze(name, Ws, Wt, B, A, scale, settings=None, **kw):
+    return analyse_layer(name, Ws, Wt, B, A, scale, params=settings.params if settings else None, **kw)
+
+
+def conclude(analysis, settings, rank, view_size):
+    return methods.get("casa").conclude(analysis, settings, rank, view_size)
 
 
 def _layer(seed, m=48, n=48, r=4, drift=0.05):
@@ -43,11 +51,13 @@ def test_independent_of_svd_signs(shape):
     st = analyze("x", Ws, Wt, B, A, 1.0, dtype=torch.float64, exact=True)
     D1 = _dense(st)
     g = torch.Generator().manual_seed(5)
-    s = torch.where(torch.rand(st.sigma.numel(), generator=g) < 0.5, -1.0, 1.0).double()
-    st.U, st.V = st.U * s, st.V * s
-    st.C_lora, st.C_fft = s[:, None] * st.C_lora * s, s[:, None] * st.C_fft * s
-    if st.X is not None:
-        st.X = s[:, None] * st.X
+    pair = st.pair
+    s = torch.where(torch.rand(pair.sigma.numel(), generator=g) < 0.5, -1.0, 1.0).double()
+    pair.U, pair.V = pair.U * s, pair.V * s
+    st.lora.C_lora, st.C_fft = s[:, None] * st.lora.C_lora * s, s[:, None] * st.C_fft * s
+    st.lora.UtB = s[:, None] * st.lora.UtB
+    if pair.X is not None:
+        pair.X = s[:, None] * pair.X
     D2 = _dense(st)
     assert torch.allclose(D1, D2, atol=1e-12 * D1.abs().max())
 
@@ -78,7 +88,7 @@ def test_capping_rule_on_a_hand_made_case():
     sigma = torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
     Cl = torch.tensor([[2.0, .1, .1, .1], [.1, 1.0, .1, .1], [.1, .1, .3, .1], [.1, .1, .1, .2]], dtype=torch.float64)
     Cf = torch.tensor([[1.0, .2, .1, .1], [.2, 3.0, .1, .1], [.1, .1, .2, .1], [.1, .1, .1, .1]], dtype=torch.float64)
-    arb = arbitrate(Cl, Cf, sigma, 4, TransferSettings(q_act=0.0))
+    arb = arbitrate(Cl, Cf, sigma, 4, TransferSettings.of(q_act=0.0).params)
     dom = arb.rowdom[:, None] | arb.coldom[None, :]
     for i in range(4):
         for j in range(4):
@@ -116,9 +126,9 @@ def test_randomized_factorization_within_bound(spectrum):
 
 def test_direct_gives_back_input(tmp_path):
     d = demo_inputs()
-    plan = make_plan(*open_sources(d["base"], d["target"], d["lora"]))
+    conv = Conversion.open(d["base"], d["target"], d["lora"])
     out = tmp_path / "direct.safetensors"
-    convert(plan, out, TransferSettings(method="direct"), RunOptions(device="cpu", view_size=0))
+    conv.convert(out, TransferSettings(method="direct"), RunOptions(device="cpu", view_size=0))
     got = f.read_updates(out)
     src = f.read_updates(d["lora"])
     assert set(got) == set(src)
@@ -139,11 +149,12 @@ def test_same_inputs_same_bytes(tmp_path, casa_cmd):
 
 def test_demo_transfers_every_layer_and_differs_from_direct(tmp_path):
     d = demo_inputs()
-    plan = make_plan(*open_sources(d["base"], d["target"], d["lora"]))
+    conv = Conversion.open(d["base"], d["target"], d["lora"])
     out = tmp_path / "casa.safetensors"
-    report = convert(plan, out, TransferSettings(), RunOptions(device="cpu", view_size=0))
-    assert report["totals"]["layers"] == len(plan.layers) == 32
-    assert report["totals"]["capped"] > 0
+    report = conv.convert(out, TransferSettings(), RunOptions(device="cpu", view_size=0))
+    assert report.totals.layers == len(conv.plan.layers) == 32
+    assert report.totals.capped > 0
+    assert report.to_dict()["totals"]["capped"] == report.totals.capped
     got, src = f.read_updates(out), f.read_updates(d["lora"])
     assert any(not torch.allclose(got[k], src[k], atol=1e-3 * src[k].abs().max()) for k in src)
 
@@ -161,9 +172,9 @@ def test_fast_basis_matches_svd(cond):
     if cond == float("inf"):
         s[-5:] = 0
     W = ((q1 * s) @ q2.T).float()
-    U, sig, V = thin_svd(W, exact=False)
+    U, sig, V, _ = thin_svd(W, exact=False)
     assert torch.allclose((U * sig) @ V.T, W, atol=1e-5 * float(s[0]))
-    U2, sig2, V2 = thin_svd(W, exact=False, left=False)   # U left out only where W V / sigma is safe
+    U2, sig2, V2, _ = thin_svd(W, exact=False, left=False)   # U left out only where W V / sigma is safe
     assert (U2 is None) == (cond == 10.0)
     assert sig2.equal(sig) and V2.equal(V)
     assert torch.allclose(V.T @ V, torch.eye(n), atol=1e-5)
@@ -175,14 +186,15 @@ def test_fast_basis_matches_svd(cond):
 def test_update_operator_is_the_dense_update(shape, q_dom):
     """The factorization sees D_casa only through products and ||D||_F^2 computed from its
     pieces; both must be those of the dense update (each branch of the operator)."""
-    from casa_core.engine import update_operator
+    from casa_core.methods.casa import update_operator
 
     Ws, Wt, B, A = _layer(11, *shape, r=8)
-    st = analyze("x", Ws.float(), Wt.float(), B.float(), A.float(), 0.5)
+    a = analyze("x", Ws.float(), Wt.float(), B.float(), A.float(), 0.5)
+    st, lo = a.pair, a.lora
     assert (st.U is None) == (max(shape) > min(shape))   # tall layers never form U
-    arb = arbitrate(st.C_lora, st.C_fft, st.sigma, head_size(st.sigma, st.square, 0.9),
-                    TransferSettings(q_dom=q_dom))
-    op = update_operator(st, arb.C_casa - (st.C_lora - st.C_fft), arb.rowdom, arb.coldom)
+    arb = arbitrate(lo.C_lora, a.C_fft, st.sigma, head_size(st.sigma, st.square, 0.9),
+                    TransferSettings.of(q_dom=q_dom).params)
+    op = update_operator(st, lo, a.C_fft, arb.C_casa - (lo.C_lora - a.C_fft), arb.rowdom, arb.coldom)
     if st.square:   # the dominant rows and the dominant columns, each its own term
         assert len(op.terms) == 4
     D = op.dense().double()
@@ -193,8 +205,8 @@ def test_update_operator_is_the_dense_update(shape, q_dom):
         Vc = st.V[:, arb.coldom].double()
         Dc = st.D_fft.double() @ Vc @ Vc.T
         ref += Dc - U.double() @ (U.double().T @ Dc)
-    ref += (st.up.double() @ st.down.double() - st.D_fft.double()
-            - U.double() @ (st.C_lora - st.C_fft).double() @ st.V.double().T)
+    ref += (lo.up.double() @ lo.down.double() - st.D_fft.double()
+            - U.double() @ (lo.C_lora - a.C_fft).double() @ st.V.double().T)
     assert float((D - ref).norm() / ref.norm()) < 1e-5
     assert op.sq_norm() == pytest.approx(float((D ** 2).sum()), rel=1e-5)
     g = torch.Generator().manual_seed(0)
@@ -208,11 +220,11 @@ def test_parallel_layers_match_one_at_a_time(tmp_path):
     """Two layers side by side (each on its own threads) give the same conversion as one at a
     time on all cores, up to float32 rounding; and the same bytes when run again."""
     d = demo_inputs()
-    plan = make_plan(*open_sources(d["base"], d["target"], d["lora"]))
+    conv = Conversion.open(d["base"], d["target"], d["lora"])
     outs = {}
     for name, workers in [("one", 1), ("two", 2), ("two-again", 2)]:
         outs[name] = tmp_path / f"{name}.safetensors"
-        convert(plan, outs[name], TransferSettings(), RunOptions(device="cpu", view_size=0, workers=workers))
+        conv.convert(outs[name], TransferSettings(), RunOptions(device="cpu", view_size=0, workers=workers))
     assert outs["two"].read_bytes() == outs["two-again"].read_bytes()
     one, two = f.read_updates(outs["one"]), f.read_updates(outs["two"])
     assert set(one) == set(two)
@@ -227,7 +239,7 @@ def test_workers_option_is_checked():
 
 def test_squared_norm_is_accurate_in_float32():
     """||D||_F^2 of the factorization's energy figures: float32 sums, float64-close."""
-    from casa_core.engine import sq_norm
+    from casa_core.factorization import sq_norm
 
     g = torch.Generator().manual_seed(5)
     a = torch.randn(3000, 2000, generator=g) * 1e-3 + 2e-3
@@ -236,7 +248,7 @@ def test_squared_norm_is_accurate_in_float32():
     assert abs(sq_norm(a.T) - exact) <= 1e-6 * exact
 
 
-@pytest.mark.parametrize("settings", [TransferSettings(), TransferSettings(tau=0.2, q_dom=0.3, q_act=0.6)],
+@pytest.mark.parametrize("settings", [TransferSettings(), TransferSettings.of(tau=0.2, q_dom=0.3, q_act=0.6)],
                          ids=["defaults", "other-thresholds"])
 def test_square_layer_analysed_for_its_thresholds_concludes_the_same(settings):
     """Given the thresholds, a square layer's C_fft is computed only where the rule reads
@@ -244,10 +256,11 @@ def test_square_layer_analysed_for_its_thresholds_concludes_the_same(settings):
     Ws, Wt, B, A = (t.float() for t in _layer(13, 200, 200, r=6))
     full = analyze("x", Ws, Wt, B, A, 0.8)
     part = analyze("x", Ws, Wt, B, A, 0.8, settings=settings)
-    assert full.partial is None and part.partial is settings
+    assert full.partial is None and part.partial is settings.params
     assert int((part.C_fft == 0).sum()) > 0.2 * part.C_fft.numel()   # most of the tail was skipped
     a, b = conclude(full, settings, 8, 32), conclude(part, settings, 8, 32)
-    assert (a.k, a.n_clusters, a.n_capped, a.n_candidates) == (b.k, b.n_clusters, b.n_capped, b.n_candidates)
+    assert a.diagnostics == dataclasses.replace(b.diagnostics, threshold=a.diagnostics.threshold)
+    assert a.diagnostics.threshold == pytest.approx(b.diagnostics.threshold, rel=1e-6)
     assert torch.allclose(a.up @ a.down, b.up @ b.down, atol=1e-5 * float((a.up @ a.down).abs().max()))
     for view in ("full", "top", "clustered"):
         va, vb = getattr(a.views, view), getattr(b.views, view)
@@ -255,8 +268,8 @@ def test_square_layer_analysed_for_its_thresholds_concludes_the_same(settings):
             x, y = getattr(va, name), getattr(vb, name)
             assert np.allclose(x, y, atol=1e-5 * np.abs(x).max()), (view, name)
     with pytest.raises(ValueError, match="other thresholds"):
-        conclude(part, TransferSettings(q_dom=0.9), 8, 0)
-    conclude(part, dataclasses.replace(settings, q_act=0.5), 8, 0)   # the capping quantile alone may change
+        conclude(part, TransferSettings.of(q_dom=0.9), 8, 0)
+    conclude(part, settings.with_(q_act=0.5), 8, 0)   # the capping quantile alone may change
 
 
 def test_split_eigensolver_matches_numpy():
@@ -289,8 +302,9 @@ def test_basis_without_the_split_eigensolver(monkeypatch):
     from casa_core.spectral import thin_svd
 
     Ws, _, _, _ = (t.float() for t in _layer(17, 120, 80))
-    U1, s1, V1 = thin_svd(Ws, exact=False)
+    U1, s1, V1, solver1 = thin_svd(Ws, exact=False)
     monkeypatch.setattr(lapack, "eigh", None)
-    U2, s2, V2 = thin_svd(Ws, exact=False)
+    U2, s2, V2, solver2 = thin_svd(Ws, exact=False)
+    assert solver2 == "numpy.linalg.eigh (float64)" != solver1
     assert torch.allclose(s1, s2, rtol=1e-6) and torch.allclose(V1, V2, atol=1e-5)
     assert torch.allclose(U1, U2, atol=1e-4)

@@ -7,7 +7,7 @@ exactly, so these round trips check reading, scaling, naming and writing at once
 import pytest
 import torch
 
-from casa_core.pipeline import convert, make_plan, open_sources
+from casa_core.conversion import Conversion
 from casa_core.settings import RunOptions, TransferSettings
 from tests.core import factories as f
 
@@ -37,10 +37,11 @@ def _exact(model_kw, lora_kw, tmp_path, out_format="same", rank="full"):
     target = f.write_model(t, tmp_path / "target" / "target.safetensors", **model_kw)
     factors = f.lora_factors(t, 1, rank=4)
     lora = f.write_lora(factors, tmp_path / "lora.safetensors", **lora_kw)
-    plan = make_plan(*open_sources(base, target, lora))
+    conv = Conversion.open(base, target, lora)
+    plan = conv.plan
     assert len(plan.layers) == len(factors)
     out = tmp_path / "out.safetensors"
-    convert(plan, out, TransferSettings(), RunOptions(rank=rank, device="cpu", out_format=out_format, view_size=0))
+    conv.convert(out, TransferSettings(), RunOptions(rank=rank, device="cpu", out_format=out_format, view_size=0))
     got = f.read_updates(out)
     alpha = lora_kw.get("alpha")
     scale = alpha / 4 if alpha is not None else 1.0

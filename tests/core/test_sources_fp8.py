@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from casa_core.conversion import Conversion
 from casa_core.models import ModelSource
-from casa_core.pipeline import convert, make_plan, open_sources
 from casa_core.settings import RunOptions, TransferSettings
 from tests.core import factories as f
 
@@ -83,8 +83,8 @@ def test_scaled_fp8_target_converts_like_its_float32_values(tmp_path, base_t, ta
     opts = RunOptions(rank="full", device="cpu", view_size=0)
     few = r"blocks\.0\.(self_attn\.q|ffn\.0)"
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    convert(make_plan(*open_sources(base, fp8, lora), layers=few), a, TransferSettings(), opts)
-    convert(make_plan(*open_sources(base, ref, lora), layers=few), b, TransferSettings(), opts)
+    Conversion.open(base, fp8, lora, layers=few).convert(a, TransferSettings(), opts)
+    Conversion.open(base, ref, lora, layers=few).convert(b, TransferSettings(), opts)
     ga, gb = f.read_updates(a), f.read_updates(b)
     assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
 
@@ -94,6 +94,7 @@ def test_fp8_base_and_target(tmp_path, base_t, target):
     base, _ = fp8_file(base_t, tmp_path / "base.safetensors", torch.float8_e4m3fn, None, prefix="")
     tgt, _ = fp8_file(target, tmp_path / "target.safetensors", torch.float8_e5m2, "tensor")
     lora = f.write_lora(f.lora_factors(target, 1, rank=4), tmp_path / "lora.safetensors")
-    plan = make_plan(*open_sources(base, tgt, lora))
+    conv = Conversion.open(base, tgt, lora)
+    plan = conv.plan
     assert len(plan.layers) == 25
     assert plan.base.read("blocks.1.ffn.2.weight").dtype == torch.float32

@@ -21,8 +21,8 @@ import torch
 from huggingface_hub import constants, errors
 from safetensors import safe_open
 
+from casa_core.conversion import Conversion
 from casa_core.errors import Cancelled, CasaError
-from casa_core.pipeline import convert, make_plan, open_sources
 from casa_core.settings import RunOptions, TransferSettings
 from casa_core.sources import hub, open_lora, open_model
 from tests.core import factories as f
@@ -295,14 +295,14 @@ def test_convert_from_hub_is_the_same_as_from_files(offline, inputs, tmp_path):
     opts = RunOptions(rank="full", device="cpu", view_size=0)
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     few = r"blocks\.0\.self_attn"
-    convert(make_plan(*open_sources("Wan-AI/Wan2.1-T2V-1.3B", str(inputs.diff), "someone/wan-lora"), layers=few),
-            a, TransferSettings(), opts)
-    convert(make_plan(*open_sources(inputs.orig, inputs.diff, inputs.lora), layers=few), b, TransferSettings(), opts)
+    Conversion.open("Wan-AI/Wan2.1-T2V-1.3B", str(inputs.diff), "someone/wan-lora", layers=few).convert(
+        a, TransferSettings(), opts)
+    Conversion.open(inputs.orig, inputs.diff, inputs.lora, layers=few).convert(b, TransferSettings(), opts)
     ga, gb = f.read_updates(a), f.read_updates(b)
     assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
     # inputs in the cache are untouched, and the report's sources carry the sha
-    meta = json.loads(json.dumps(make_plan(*open_sources("Wan-AI/Wan2.1-T2V-1.3B", str(inputs.diff),
-                                                         "someone/wan-lora")).describe()))
+    meta = json.loads(json.dumps(Conversion.open("Wan-AI/Wan2.1-T2V-1.3B", str(inputs.diff),
+                                                 "someone/wan-lora").plan.describe()))
     assert meta["base"]["source"].endswith(SHA) and meta["lora"]["source"] == f"someone/wan-lora@{SHA}"
 
 

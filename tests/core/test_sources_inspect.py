@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from casa_core import cli, names
-from casa_core.pipeline import make_plan, open_sources
-from casa_core.report import build_report
+from casa_core.compute import Compute
+from casa_core.conversion import Conversion
+from casa_core.report import RunReport
 from casa_core.settings import RunOptions, TransferSettings
 from tests.core import factories as f
 
@@ -79,8 +80,8 @@ def test_distilled_extras_are_ignored_and_listed(capsys, fastwan):
                                                 "blocks.*.to_gate_compress.weight (2)"]
     assert desc["checks"]["problems"] == [] and len(desc["layers"]) == 25
     # and the run report carries them
-    plan = make_plan(*open_sources(base, target, lora))
-    report = build_report(plan, [], TransferSettings(), RunOptions())
+    plan, options = Conversion.open(base, target, lora).plan, RunOptions(device="cpu")
+    report = RunReport.build(plan, [], TransferSettings(), options, Compute.for_options(options)).to_dict()
     assert report["inputs"]["target"]["ignored_layers"] == desc["target"]["ignored_layers"]
 
 

@@ -13,9 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from casa_core import names
+from casa_core.conversion import Conversion
 from casa_core.errors import CasaError
 from casa_core.lora import LoraSource
-from casa_core.pipeline import convert, make_plan, open_sources
 from casa_core.settings import RunOptions, TransferSettings
 from casa_core.sources import open_lora
 from tests.core import factories as f
@@ -34,9 +34,10 @@ def model(tmp_path_factory):
 def transfer(model, lora, tmp_path, method="casa", lora_file=None, out_format="same"):
     """Convert with base = target at full rank; returns the plan and {prefix: applied update}."""
     _, path = model
-    plan = make_plan(*open_sources(path, path, lora, lora_file=lora_file))
+    conv = Conversion.open(path, path, lora, lora_file=lora_file)
+    plan = conv.plan
     out = tmp_path / "out.safetensors"
-    convert(plan, out, TransferSettings(method=method), RunOptions(rank="full", device="cpu", view_size=0,
+    conv.convert(out, TransferSettings(method=method), RunOptions(rank="full", device="cpu", view_size=0,
                                                                    out_format=out_format))
     with safe_open(str(out), "pt") as fh:
         keys = list(fh.keys())

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from casa_core import names
+from casa_core.conversion import Conversion
 from casa_core.errors import CasaError
 from casa_core.models import ModelSource
-from casa_core.pipeline import convert, make_plan, open_sources
 from casa_core.settings import RunOptions, TransferSettings
 from casa_core.sources import pickled
 from tests.core import factories as f
@@ -83,8 +83,8 @@ def test_pt_target_converts_like_safetensors(tmp_path, tensors):
     opts = RunOptions(rank="full", device="cpu", view_size=0)
     few = r"blocks\.1\.(self_attn|ffn)"
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    convert(make_plan(*open_sources(base, pt_target, lora), layers=few), a, TransferSettings(), opts)
-    convert(make_plan(*open_sources(base, st_target, lora), layers=few), b, TransferSettings(), opts)
+    Conversion.open(base, pt_target, lora, layers=few).convert(a, TransferSettings(), opts)
+    Conversion.open(base, st_target, lora, layers=few).convert(b, TransferSettings(), opts)
     ga, gb = f.read_updates(a), f.read_updates(b)
     assert ga.keys() == gb.keys()
     assert all(torch.equal(ga[k], gb[k]) for k in ga)
@@ -168,7 +168,8 @@ def test_pt_lora(tmp_path, tensors):
 
     pt = tmp_path / "lora.pt"
     torch.save({"state_dict": load_file(st)}, pt)
-    plan_pt = make_plan(*open_sources(f.write_model(t, tmp_path / "b.safetensors"), tmp_path / "b.safetensors", pt))
+    conv = Conversion.open(f.write_model(t, tmp_path / "b.safetensors"), tmp_path / "b.safetensors", pt)
+    plan_pt = conv.plan
     assert len(plan_pt.layers) == len(factors)
     assert {lp.scale for lp in plan_pt.layers} == {0.5}
     assert names.strip_wrappers("m._fsdp_wrapped_module.blocks.0._checkpoint_wrapped_module.x") == "m.blocks.0.x"

@@ -1,0 +1,26 @@
+"""The public API of casa_core: all the GUI (and any other front end) may import.
+
+An import-linter contract keeps ``casa_gui`` to this module (and the package's
+``__version__``); everything else in casa_core may change shape freely.
+"""
+
+from __future__ import annotations
+
+from . import __version__, methods
+from .compute import Compute, resolve_device
+from .conversion import Conversion
+from .errors import Cancelled, CasaError, OutOfMemory
+from .export import ExportInfo
+from .layers import LayerResult
+from .methods import MethodParams, ParamInfo, TransferMethod
+from .report import RunReport
+from .resources import demo_inputs, resource_dir
+from .settings import DTYPES, FORMATS, PRECISIONS, RunOptions, TransferSettings, parse_rank
+from .views import LayerViews
+
+__all__ = [
+    "DTYPES", "FORMATS", "PRECISIONS", "Cancelled", "CasaError", "Compute", "Conversion", "ExportInfo",
+    "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions", "RunReport",
+    "TransferMethod", "TransferSettings", "__version__", "demo_inputs", "methods", "parse_rank",
+    "resolve_device", "resource_dir",
+]

@@ -1,0 +1,381 @@
+"""One conversion: open the sources, plan, compute layer by layer, re-arbitrate, export, report.
+
+The CLI, the GUI and the tests all drive a ``Conversion``::
+
+    conv = Conversion.open(base, target, lora)          # headers only
+    report = conv.convert("out.safetensors", TransferSettings(), RunOptions())
+
+or step by step (the GUI): ``conv.layers(settings, options, cancel)`` yields each layer's
+``LayerResult`` as it is computed, ``conv.analysis(module, options)`` keeps one layer's
+expensive analysis so that ``conv.rearbitrate`` can conclude it again with other
+parameters without a new SVD, ``conv.export`` writes the file and ``conv.report()`` says
+what was done.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+
+from . import methods
+from .compute import Compute, release_freed_memory
+from .errors import Cancelled, CasaError, OutOfMemory
+from .layers import LayerResult, analyse_pair
+from .methods.base import LayerInput
+from .plan import LayerPlan, Plan, make_plan
+from .report import RunReport
+from .settings import RunOptions, TransferSettings
+
+
+@dataclass
+class _Analysis:
+    """One layer's kept analysis, and what it was made for."""
+    key: tuple
+    method: str
+    value: object
+
+
+class Conversion:
+    """A LoRA and a (base, target) pair, matched; the layers computed so far and what they were computed with."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.results: dict[str, LayerResult] = {}
+        self.settings: TransferSettings | None = None      # what ``results`` were computed with
+        self.options: RunOptions | None = None
+        self.seconds: float | None = None                  # the last full run's compute time
+        self.last_export = None
+        self._kept: _Analysis | None = None
+
+    @classmethod
+    def open(cls, base, target, lora, *, lora_file: str | None = None, layers: str | None = None,
+             progress=None, cancel: threading.Event | None = None) -> Conversion:
+        """Open the three inputs lazily (local paths or Hugging Face repo ids) and plan."""
+        from .sources import open_lora, open_model
+
+        hub = {"progress": progress, "cancel": cancel}
+        sources = (open_model(base, "base", **hub), open_model(target, "target", **hub),
+                   open_lora(lora, lora_file=lora_file, **hub))
+        return cls(make_plan(*sources, layers=layers))
+
+    # ---- questions about the plan ---------------------------------------------
+
+    def layer(self, module: str) -> LayerPlan:
+        for lp in self.plan.layers:
+            if lp.module == module:
+                return lp
+        raise KeyError(module)
+
+    @property
+    def complete(self) -> bool:
+        return all(lp.module in self.results for lp in self.plan.layers)
+
+    def drift(self, module: str) -> float:
+        """Relative distillation drift ||W_t - W_s|| / ||W_s|| of one planned layer (reads, no SVD)."""
+        from .drift import layer_drift
+
+        return layer_drift(self.plan, self.layer(module))
+
+    def settings_for(self, module: str, settings: TransferSettings, options: RunOptions) -> TransferSettings:
+        return (options.overrides or {}).get(module, settings)
+
+    # ---- computing --------------------------------------------------------------
+
+    def layers(self, settings: TransferSettings, options: RunOptions,
+               cancel: threading.Event | None = None) -> Iterator[LayerResult]:
+        """Compute every planned layer, yielding each result in plan order; raise Cancelled on ``cancel``.
+
+        Results are kept in ``results``; ``settings`` / ``options`` record what they were
+        computed with once every layer is done. On a GPU one layer is computed at a time
+        while the next is read from disk. On a CPU with two or more cores two layers are
+        computed side by side, each on half the cores: the eigensolver gains nothing from a
+        second thread (0.30 s on one core or two for a 1536 x 1536 Gram matrix, measured),
+        the matrix products split evenly, so two layers at once keep every core busy. At most
+        ``workers`` layers' weights are held at a time.
+        """
+        settings.validate()
+        options.validate()
+        for s in (options.overrides or {}).values():
+            s.validate()
+        compute = Compute.for_options(options)
+        self.results.clear()
+        self.settings = self.options = None
+        t0 = time.perf_counter()
+        job = _LayerJob(self.plan, settings, options, compute)
+        with compute.limits():
+            for res in (_sequential(self.plan, job, cancel) if compute.workers == 1 else
+                        _side_by_side(self.plan, job, compute.workers, cancel)):
+                self.results[res.name] = res
+                yield res
+        self.settings, self.options, self.seconds = settings, options, time.perf_counter() - t0
+
+    def run(self, settings: TransferSettings, options: RunOptions, *, cancel: threading.Event | None = None,
+            on_result: Callable[[int, int, LayerResult], None] | None = None, keep: Callable | None = None) -> None:
+        """Compute every layer (see ``layers``); ``on_result(index, total, result)`` after each,
+        ``keep(result)`` may slim a result before it is kept (the CLI drops the views)."""
+        total = len(self.plan.layers)
+        for i, res in enumerate(self.layers(settings, options, cancel)):
+            if keep is not None:
+                keep(res)
+            if on_result is not None:
+                on_result(i, total, res)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+
+    def analysis(self, module: str, options: RunOptions, method: str = "casa"):
+        """The expensive analysis of one layer for ``method``, valid for any of its parameters.
+
+        The last one asked for is kept, so that concluding the same layer again (other
+        thresholds, a per-layer override) needs no new SVD.
+        """
+        key = (module, method, options.precision, options.device)
+        if self._kept is not None and self._kept.key == key:
+            return self._kept.value
+        compute = Compute.for_options(options)
+        lp = self.layer(module)
+        value = _analyse(self.plan, lp, methods.get(method), None, compute, spectra=options.spectra,
+                         tensors=None)
+        self._kept = _Analysis(key, method, value)
+        return value
+
+    def has_analysis(self, module: str, options: RunOptions, method: str = "casa") -> bool:
+        return self._kept is not None and self._kept.key == (module, method, options.precision, options.device)
+
+    def rearbitrate(self, module: str, settings: TransferSettings, options: RunOptions) -> LayerResult:
+        """Conclude one layer again with ``settings`` (its analysis kept or made); the result replaces
+        the layer's, and ``settings`` becomes its override unless it equals the run's settings."""
+        settings.validate()
+        analysis = self.analysis(module, options, settings.method)
+        try:
+            res = methods.get(settings.method).conclude(analysis, settings, options.rank, options.view_size)
+        except _cuda_oom():
+            raise OutOfMemory(module) from None
+        self.results[module] = res
+        if self.options is not None:
+            overrides = dict(self.options.overrides or {})
+            if settings == self.settings:
+                overrides.pop(module, None)
+            else:
+                overrides[module] = settings
+            self.options = replace(self.options, overrides=overrides)
+        return res
+
+    # ---- writing ------------------------------------------------------------------
+
+    def inputs(self) -> list:
+        """Every file an output must never replace."""
+        return [self.plan.lora.path, *self.plan.base.store.files, *self.plan.target.store.files]
+
+    def check_output(self, output) -> None:
+        """Refuse an output that would overwrite an input or cannot be written (before any work)."""
+        from .export import check_output
+
+        check_output(output, self.inputs())
+
+    def export(self, output, settings: TransferSettings | None = None, options: RunOptions | None = None):
+        """Write the computed layers (with provenance) to ``output``, atomically; returns ExportInfo."""
+        from .export import sha256_file, write_lora
+
+        settings = settings or self.settings
+        options = options or self.options
+        if settings is None or options is None:
+            raise CasaError("no layer has been computed yet", "run the conversion first")
+        self.check_output(output)
+        missing = [lp.module for lp in self.plan.layers if lp.module not in self.results]
+        if missing:
+            raise CasaError(f"{len(missing)} layers have no result yet (first: {missing[0]})",
+                            "run the conversion first")
+        plan = self.plan
+        provenance = {
+            "method": settings.method, "settings": settings.to_dict(),
+            "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
+            "rank": str(options.rank or "same as input"), "precision": options.precision,
+            "lora_sha256": sha256_file(plan.lora.path),
+            "base": plan.base.identity, "target": plan.target.identity, "lora": plan.lora.identity,
+        }
+        self.last_export = write_lora(plan, self.results, output, out_format=options.out_format,
+                                      out_dtype=options.out_dtype, provenance=provenance)
+        return self.last_export
+
+    def report(self, export=None, *, write_seconds: float | None = None, options: RunOptions | None = None,
+               seconds: float | None = None) -> RunReport:
+        """What the last run did (and wrote): the typed run report."""
+        options = options or self.options
+        settings = self.settings
+        if settings is None or options is None:
+            raise CasaError("no layer has been computed yet", "run the conversion first")
+        results = [self.results[lp.module] for lp in self.plan.layers if lp.module in self.results]
+        return RunReport.build(self.plan, results, settings, options, Compute.for_options(options),
+                               export, self.seconds if seconds is None else seconds, write_seconds)
+
+    def convert(self, output, settings: TransferSettings, options: RunOptions, *,
+                cancel: threading.Event | None = None, on_result=None) -> RunReport:
+        """Run the whole transfer and write ``output``; returns the run report.
+
+        ``on_result(index, total, result)`` is called after each layer. A cancel or an
+        error leaves nothing at ``output``.
+        """
+        from .export import factor_dtype
+
+        settings.validate()
+        options.validate()
+        self.check_output(output)
+        t0 = time.perf_counter()
+        dtype = factor_dtype(self.plan, options.out_dtype)
+
+        def keep(res: LayerResult) -> None:
+            # the views are for the GUI; the written file needs only the factors, in its dtype
+            res.views = None
+            res.up, res.down = res.up.to(dtype), res.down.to(dtype)
+
+        self.run(settings, options, cancel=cancel, on_result=on_result, keep=keep)
+        t_write = time.perf_counter()
+        info = self.export(output, settings, options)
+        t_write = time.perf_counter() - t_write
+        return self.report(info, write_seconds=t_write, seconds=time.perf_counter() - t0)
+
+
+# ---- computing one layer ----------------------------------------------------------
+
+def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = "casa", params=None,
+                  dtype=None, device="cpu", exact: bool = False, spectra: bool = False):
+    """One layer's analysis for ``method`` from its tensors (benchmarks, tests, notebooks).
+
+    ``params``: the method's parameters the analysis may be narrowed to (None: valid for any).
+    The result goes to ``methods.get(method).conclude``.
+    """
+    import torch
+
+    m = methods.get(method)
+    pair = None
+    if m.uses_models:
+        pair = analyse_pair(name, W_s, W_t, dtype=dtype or torch.float32, device=device, exact=exact,
+                            spectra=spectra)
+    return m.analyse(LayerInput(name, B, A, scale), pair, params, spectra=spectra)
+
+
+def _cuda_oom():
+    import torch
+
+    return torch.cuda.OutOfMemoryError
+
+
+def _read_layer(plan: Plan, lp: LayerPlan, models: bool = True) -> list:
+    """[W_s, W_t, B, A] of one layer (a list, so that whoever computes it can let go of them)."""
+    wkey = f"{lp.module}.weight"
+    lora = [plan.lora.read(lp.pair.up_key), plan.lora.read(lp.pair.down_key)]
+    return [plan.base.read(wkey), plan.target.read(wkey), *lora] if models else [None, None, *lora]
+
+
+def _analyse(plan: Plan, lp: LayerPlan, method, params, compute: Compute, *, spectra: bool, tensors=None):
+    """Read (unless given) one layer and run ``method``'s analysis on it (the PairState first, if it needs one)."""
+    if tensors is None:
+        tensors = _read_layer(plan, lp, method.uses_models)
+    W_s, W_t, B, A = tensors
+    tensors.clear()   # the reader's references too
+    layer = LayerInput(lp.module, B, A, lp.scale)
+    try:
+        pair = None
+        if method.uses_models:
+            # the file's copies (bf16 as a rule) go now; W_t's own copy becomes D_fft in place
+            W_s = W_s.to(device=compute.device, dtype=compute.dtype)
+            W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
+            pair = analyse_pair(lp.module, W_s, W_t, dtype=compute.dtype, device=compute.device,
+                                exact=compute.exact, spectra=spectra, consume=True)
+            del W_s, W_t
+        return method.analyse(layer, pair, params, spectra=spectra)
+    except _cuda_oom():
+        raise OutOfMemory(lp.module) from None
+
+
+class _LayerJob:
+    """Read, analyse and conclude one planned layer with a run's settings (and its overrides)."""
+
+    def __init__(self, plan: Plan, settings: TransferSettings, options: RunOptions, compute: Compute):
+        self.plan, self.settings, self.options, self.compute = plan, settings, options, compute
+
+    def method_for(self, lp: LayerPlan):
+        return methods.get(self.settings_for(lp).method)
+
+    def settings_for(self, lp: LayerPlan) -> TransferSettings:
+        return (self.options.overrides or {}).get(lp.module, self.settings)
+
+    def read(self, lp: LayerPlan) -> list:
+        return _read_layer(self.plan, lp, self.method_for(lp).uses_models)
+
+    def __call__(self, lp: LayerPlan, tensors=None, t_read: float | None = None) -> LayerResult:
+        if tensors is None:
+            t0 = time.perf_counter()
+            tensors = self.read(lp)
+            t_read = time.perf_counter() - t0
+        s = self.settings_for(lp)
+        method = methods.get(s.method)
+        analysis = _analyse(self.plan, lp, method, s.params, self.compute, spectra=self.options.spectra,
+                            tensors=tensors)
+        try:
+            res = method.conclude(analysis, s, self.options.rank, self.options.view_size)
+        except _cuda_oom():
+            raise OutOfMemory(lp.module) from None
+        del analysis
+        res.stages = {"read": t_read, **res.stages}
+        release_freed_memory()
+        return res
+
+
+def _sequential(plan: Plan, job: _LayerJob, cancel: threading.Event | None) -> Iterator[LayerResult]:
+    """One layer at a time, the next one read while this one is computed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
+        pending = pool.submit(job.read, plan.layers[0]) if plan.layers else None
+        for i, lp in enumerate(plan.layers):
+            if cancel is not None and cancel.is_set():
+                pending.cancel()
+                raise Cancelled()
+            t0 = time.perf_counter()
+            tensors = pending.result()
+            t_read = time.perf_counter() - t0
+            if i + 1 < len(plan.layers):
+                pending = pool.submit(job.read, plan.layers[i + 1])
+            yield job(lp, tensors, t_read)
+
+
+def _side_by_side(plan: Plan, job: _LayerJob, workers: int, cancel: threading.Event | None) -> Iterator[LayerResult]:
+    """``workers`` layers computed at once, yielded in plan order."""
+    n = len(plan.layers)
+    with ThreadPoolExecutor(workers, thread_name_prefix="casa-layer") as pool:
+        futures: dict[int, Future] = {}
+        submitted = 0
+
+        def fill(oldest: int) -> None:
+            # keep every worker busy, so that a fast layer queued behind a slow one does not
+            # wait for it; finished layers wait for their turn (only their factors are held)
+            nonlocal submitted
+            while (submitted < n and submitted < oldest + 4 * workers
+                   and sum(not f.done() for f in futures.values()) < workers):
+                futures[submitted] = pool.submit(job, plan.layers[submitted])
+                submitted += 1
+
+        try:
+            for i in range(n):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                fill(i)
+                while not futures[i].done():
+                    _wait_any([f for f in futures.values() if not f.done()], cancel)
+                    fill(i)
+                yield futures.pop(i).result()
+        finally:  # a cancel, an error or a consumer that stops early: drop what has not started
+            for fut in futures.values():
+                fut.cancel()
+
+
+def _wait_any(running: list[Future], cancel: threading.Event | None) -> None:
+    """Wait until one of ``running`` finishes, honouring the cancel flag while waiting."""
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+        if done:
+            return

@@ -1,0 +1,194 @@
+"""Per-layer state, split by what it depends on, and what a transferred layer yields.
+
+``PairState`` depends on the base and the target only (the base's thin singular basis,
+the drift ``D_fft = W_t - W_s`` and its routing ``C_fft`` as far as asked for), so one can
+serve any number of LoRAs. ``LoraState`` is one LoRA's layer seen in that basis.
+Everything is in the tall orientation (rows >= columns): the rule is transpose-equivariant,
+and a wide layer is handled as its transpose.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .compute import sync
+from .factorization import sq_norm
+from .spectral import thin_svd
+
+
+@dataclass
+class PairState:
+    """One layer of the base and the target, in the base's singular basis."""
+    name: str
+    shape: tuple[int, int]            # the weight's own (out, in)
+    transposed: bool
+    exact: bool
+    U: torch.Tensor | None            # left singular vectors; None: applied as Ws @ (Vsi @ .)
+    sigma: torch.Tensor
+    V: torch.Tensor
+    D_fft: torch.Tensor               # W_t - W_s
+    X: torch.Tensor | None            # U^T D_fft (p x n), kept for strictly tall layers
+    Ws: torch.Tensor | None           # the base weight when U is None, or when spectra were asked for
+    Vsi: torch.Tensor | None          # V / sigma when U is None: U = Ws @ Vsi
+    dfft_sq: float                    # ||D_fft||_F^2
+    drift: float                      # ||D_fft|| / ||W_s||
+    solver: str                       # the eigensolver or SVD that ran
+    seconds: float
+    sigma_target: torch.Tensor | None = None
+    _c_fft: torch.Tensor | None = field(default=None, repr=False)
+    _rows: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def square(self) -> bool:
+        return self.shape[0] == self.shape[1]
+
+    @property
+    def tall(self) -> bool:
+        """Strictly tall in the working orientation (a rectangular layer)."""
+        return not self.square
+
+    def left_t(self, Y: torch.Tensor) -> torch.Tensor:
+        """U^T @ Y, with U given or applied as Ws @ Vsi."""
+        return self.U.T @ Y if self.U is not None else self.Vsi.T @ (self.Ws.T @ Y)
+
+    def left(self, *M) -> tuple:
+        """U @ M as one product chain (M a matrix or factors): (Ws, V / sigma, ...) when U is not formed."""
+        return (self.U, *M) if self.U is not None else (self.Ws, self.Vsi, *M)
+
+    def c_fft(self) -> torch.Tensor:
+        """The drift's routing C_fft = U^T D_fft V in full (computed once)."""
+        if self._c_fft is None:
+            X = self.X if self.X is not None else self.left_t(self.D_fft)
+            self._c_fft = X @ self.V
+        return self._c_fft
+
+    def c_fft_rows(self, k: int) -> torch.Tensor:
+        """The top ``k`` rows of C_fft of a square layer, computed on their own (kept per k).
+
+        Always the same product, whatever else was computed, so that a layer's result does
+        not depend on what other LoRAs asked of the pair before it.
+        """
+        if k not in self._rows:
+            self._rows[k] = (self.U[:, :k].T @ self.D_fft) @ self.V
+        return self._rows[k]
+
+    def tail_routing(self, k: int, cols: torch.Tensor) -> torch.Tensor:
+        """C_fft[k:, cols] of a square layer."""
+        return self.U[:, k:].T @ (self.D_fft @ self.V[:, cols])
+
+
+def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exact: bool = False,
+                 spectra: bool = False, consume: bool = False, full_routing: bool = False) -> PairState:
+    """The base's thin basis and the drift: steps 1 and 3 of the rule, without the LoRA.
+
+    ``consume``: W_t is the caller's private copy, already in ``dtype`` on ``device``; it is
+    overwritten (it becomes D_fft) instead of copied. ``full_routing``: compute C_fft in
+    full now (rectangular layers always do: their X = U^T D_fft is needed anyway); square
+    layers otherwise compute the parts a method asks for.
+    """
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    m, n = W_s.shape
+    Ws = W_s.to(device=device, dtype=dtype)
+    Wt = W_t.to(device=device, dtype=dtype, copy=not consume)   # becomes D_fft in place
+    transposed = m < n
+    if transposed:
+        Ws, Wt = Ws.T, Wt.T
+    D_fft = Wt.sub_(Ws)
+    del Wt
+    tall = Ws.shape[0] > Ws.shape[1]
+    # tall layers never form U (m x n): U^T Y is computed as (V / sigma)^T (Ws^T Y)
+    U, sigma, V, solver = thin_svd(Ws, exact, left=not tall)
+    Vsi = None if U is not None else V / sigma
+    ws_norm = float(sigma.double().norm())
+    dfft_sq = sq_norm(D_fft)
+    state = PairState(name, (m, n), transposed, exact, U, sigma, V, D_fft, None,
+                      Ws if U is None or spectra else None, Vsi, dfft_sq,
+                      dfft_sq ** 0.5 / ws_norm if ws_norm > 0 else 0.0, solver, 0.0)
+    if tall:
+        state.X = state.left_t(D_fft)
+    if tall or full_routing:
+        state.c_fft()
+    if spectra:
+        state.sigma_target = torch.linalg.svdvals(Ws + D_fft)
+    sync(device)
+    state.seconds = time.perf_counter() - t0
+    return state
+
+
+@dataclass
+class LoraState:
+    """One LoRA's layer in the pair's basis."""
+    up: torch.Tensor                  # s * B (tall orientation)
+    down: torch.Tensor                # A
+    UtB: torch.Tensor                 # U^T up (p x r)
+    C_lora: torch.Tensor              # U^T up down V (p x p)
+    scale: float
+    rank_in: int
+    seconds: float
+    sigma_merged: torch.Tensor | None = None
+
+
+def analyse_lora(pair: PairState, B, A, scale: float, *, spectra: bool = False) -> LoraState:
+    """Step 2 of the rule: the LoRA's routing C_lora in the base's basis (scale folded in)."""
+    t0 = time.perf_counter()
+    dtype, device = pair.sigma.dtype, pair.sigma.device
+    Bm = B.reshape(B.shape[0], -1).to(device=device, dtype=dtype) * scale
+    Am = A.reshape(A.shape[0], -1).to(device=device, dtype=dtype)
+    if pair.transposed:
+        Bm, Am = Am.T, Bm.T
+    UtB = pair.left_t(Bm)
+    C_lora = UtB @ (Am @ pair.V)
+    merged = torch.linalg.svdvals(pair.Ws + Bm @ Am) if spectra else None
+    sync(device)
+    return LoraState(Bm, Am, UtB, C_lora, scale, B.shape[1] if B.dim() > 1 else 1,
+                     time.perf_counter() - t0, merged)
+
+
+@dataclass
+class LayerResult:
+    """What one transferred layer yields: factors, figures, and what the GUI draws."""
+    name: str
+    shape: tuple[int, int]
+    settings: object                  # the TransferSettings it was computed with
+    rank_in: int
+    rank_out: int
+    scale: float
+    energy_kept: float
+    drift: float | None               # None where the method does not read the models
+    up: torch.Tensor                  # out x r' (CPU)
+    down: torch.Tensor                # r' x in (CPU)
+    diagnostics: object | None = None     # the method's typed per-layer figures
+    views: object | None = None           # the method's pictures (views.LayerViews for CASA)
+    solver: str | None = None
+    stages: dict = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.settings.method
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(self.stages.values()))
+
+    def figures(self) -> dict:
+        """The per-layer figures of the run report."""
+        diag = self.diagnostics.figures() if self.diagnostics is not None else {}
+        return {
+            "shape": list(self.shape), "method": self.method, "rank_in": self.rank_in,
+            "rank_out": self.rank_out, "scale": self.scale, **diag,
+            "energy_kept": round(self.energy_kept, 6),
+            "drift": None if self.drift is None or np.isnan(self.drift) else round(self.drift, 6),
+            "seconds": round(self.seconds, 4),
+            "stages": {k: round(v, 4) for k, v in self.stages.items()},
+            "settings": self.settings.to_dict(),
+        }
+
+    def summary(self) -> str:
+        """One line of figures for progress output."""
+        diag = self.diagnostics.summary() + " " if self.diagnostics is not None else ""
+        return f"{'x'.join(map(str, self.shape))} {diag}energy={self.energy_kept:.3f} {self.seconds:.2f}s"

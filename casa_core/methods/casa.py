@@ -1,0 +1,250 @@
+"""CASA, the rule (docs/method.md): cluster-wise arbitration in the base's singular basis.
+
+``analyse`` projects the LoRA into the pair's basis and takes what it needs of the drift's
+routing; ``conclude`` clusters, finds the dominant regions, caps, back-projects and
+refactors, so the GUI can conclude a layer again with new thresholds without a new SVD.
+
+The numerical modules (and torch) are imported where the work is done, so that listing the
+methods and their parameters (``casa --help``, ``casa methods``) stays instant.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .base import MethodParams, param
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..factorization import Factors, Operator
+    from ..layers import LayerResult, LoraState, PairState
+    from ..views import LayerViews
+
+
+@dataclass(frozen=True)
+class CasaParams(MethodParams):
+    tau: float = param(0.5, "cluster linking threshold", minimum=0.0)
+    q_dom: float = param(0.5, "dominant-cluster quantile", minimum=0.0, maximum=1.0)
+    q_act: float = param(0.85, "capping quantile of the risk", minimum=0.0, maximum=1.0)
+    energy: float = param(0.90, "share of a square layer's spectral energy its top directions hold",
+                          minimum=0.0, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class CasaDiagnostics:
+    """What the rule decided on one layer."""
+    k: int                  # top directions clustered
+    n_clusters: int
+    dominant_share: float   # share of the routing grid in dominant rows or columns
+    n_capped: int
+    n_candidates: int
+    threshold: float        # the q_act quantile of the risk (nan without candidates)
+
+    def figures(self) -> dict:
+        return {"k": self.k, "clusters": self.n_clusters, "dominant_share": round(self.dominant_share, 6),
+                "capped": self.n_capped, "candidates": self.n_candidates,
+                "threshold": None if math.isnan(self.threshold) else self.threshold}
+
+    def summary(self) -> str:
+        return (f"k={self.k} clusters={self.n_clusters} dominant={self.dominant_share:.2f} "
+                f"capped={self.n_capped}")
+
+
+@dataclass
+class CasaAnalysis:
+    """A layer ready to be concluded: the pair, the LoRA in its basis, the drift's routing."""
+    pair: PairState
+    lora: LoraState
+    C_fft: torch.Tensor
+    partial: CasaParams | None        # C_fft holds only what these thresholds read
+    seconds: float
+
+
+class CasaMethod:
+    name = "casa"
+    title = "cluster-wise spectral arbitration, the rule (default)"
+    Params = CasaParams
+    uses_models = True
+
+    def analyse(self, layer, pair: PairState, params: CasaParams | None, *, spectra: bool = False) -> CasaAnalysis:
+        """Steps 2-3 of the rule on top of the pair's basis.
+
+        With ``params``, a square layer's C_fft is computed only where the rule reads it (the
+        top-k rows, and the tail rows of the dominant columns; elsewhere the update routes like
+        base + LoRA whatever C_fft holds): two of three n x n x n products become about a third
+        each. Without ``params`` (the GUI's re-arbitration with any thresholds) C_fft is full.
+        """
+        from ..compute import sync
+        from ..layers import analyse_lora
+        from ..spectral import head_size
+
+        t0 = time.perf_counter()
+        lora = analyse_lora(pair, layer.B, layer.A, layer.scale, spectra=spectra)
+        k = head_size(pair.sigma, True, params.energy) if params is not None and not pair.tall else len(pair.sigma)
+        partial = params if k < len(pair.sigma) else None
+        C_fft = _drift_routing_strips(pair, lora.C_lora, k, partial) if partial is not None else pair.c_fft()
+        sync(pair.sigma.device)
+        return CasaAnalysis(pair, lora, C_fft, partial, pair.seconds + time.perf_counter() - t0)
+
+    def conclude(self, analysis: CasaAnalysis, settings, rank: int | str | None,
+                 view_size: int | None = 128) -> LayerResult:
+        """Steps 4-11: clusters, dominance, capping, back-projection and rank-r' factors."""
+        from ..arbitration import arbitrate
+        from ..compute import sync
+        from ..factorization import factorize
+        from ..layers import LayerResult
+        from ..spectral import head_size
+
+        t0 = time.perf_counter()
+        s: CasaParams = settings.params
+        part, pair, lora = analysis.partial, analysis.pair, analysis.lora
+        if part is not None and (part.tau, part.q_dom, part.energy) != (s.tau, s.q_dom, s.energy):
+            raise ValueError(f"{pair.name} was analysed for other thresholds (tau, q_dom, energy); "
+                             "analyse it without parameters to conclude it with any")
+        p = pair.sigma.numel()
+        k = head_size(pair.sigma, pair.square, s.energy)
+        arb = arbitrate(lora.C_lora, analysis.C_fft, pair.sigma, k, s)
+        delta = arb.C_casa - (lora.C_lora - analysis.C_fft)
+        D = update_operator(pair, lora, analysis.C_fft, delta, arb.rowdom, arb.coldom)
+        sync(delta.device)
+        t1 = time.perf_counter()
+        r_out = p if rank == "full" else min(p, rank or lora.rank_in)
+        fac = factorize(D, r_out, pair.exact)
+        sync(delta.device)
+        t2 = time.perf_counter()
+        m, n = pair.shape
+        rows_m, cols_m = (n, m) if pair.transposed else (m, n)   # tall-orientation grid
+        nr, nc = int(arb.rowdom.sum()), int(arb.coldom.sum())
+        dom_share = (nr * cols_m + nc * rows_m - nr * nc) / (rows_m * cols_m)
+        up, down = _orient(fac, pair.transposed)
+        views = _views(analysis, arb, view_size) if view_size else None
+        diag = CasaDiagnostics(k, arb.n_clusters, dom_share, int(arb.capped.sum()), arb.n_candidates,
+                               arb.threshold)
+        return LayerResult(pair.name, pair.shape, settings, lora.rank_in, fac.up.shape[1], lora.scale,
+                           fac.energy_kept, pair.drift, up, down, diag, views, pair.solver,
+                           {"spectral": analysis.seconds, "arbitration": t1 - t0, "factorization": t2 - t1,
+                            "views": time.perf_counter() - t2})
+
+
+def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta: torch.Tensor,
+                    rowdom: torch.Tensor, coldom: torch.Tensor) -> Operator:
+    """D_casa (tall orientation) as a sum of products, from delta = C_casa - (C_lora - C_fft).
+
+    Where the rule routes like base + LoRA the update is D_lora - D_fft; the correction
+    U delta V^T lives on the dominant strips (delta is zero outside the dominant rows and
+    columns). For strictly tall layers the complement of W_s's column space keeps the
+    LoRA's routing in dominant columns: + (I - U U^T) D_fft P_c with P_c = V_c V_c^T, which
+    folds into U (delta V^T - X P_c) + D_fft P_c. Nothing m x n is formed beyond what the
+    state holds; ||D||_F^2 comes from the same pieces (U and V orthonormal), so the
+    randomized factorization needs no dense D either.
+    """
+    import torch
+
+    from ..factorization import Operator, sq_norm
+
+    U, V, D_fft = pair.U, pair.V, pair.D_fft
+
+    def dot(a, b):
+        return float((a * b).sum())
+
+    BtD = lora.up.T @ D_fft                                    # r x n
+    total = (dot(lora.up.T @ lora.up, lora.down @ lora.down.T) - 2 * dot(BtD, lora.down) + pair.dfft_sq
+             + sq_norm(delta) + 2 * dot(lora.C_lora - C_fft, delta))
+    terms = [(lora.up, lora.down)]
+    n_rows, n_cols = int(rowdom.sum()), int(coldom.sum())
+    if pair.X is not None and n_cols:
+        Vc = V[:, coldom]
+        Xc = pair.X @ Vc
+        # M = delta V^T - X_c V_c^T, kept as [delta, -X_c] [V, V_c]^T: never formed (n x n x n)
+        M = (torch.cat([delta, -Xc], 1), torch.cat([V, Vc], 1).T)
+        if n_cols <= V.shape[1] - n_cols:   # D_fft (I - P_c) = D_fft - (D_fft V_c) V_c^T
+            Gc = D_fft @ Vc
+            terms += [(-D_fft,), (Gc, Vc.T)]
+            dvc2 = sq_norm(Gc)
+        else:                               # ... = (D_fft V_n) V_n^T over the other columns
+            Vn = V[:, ~coldom]
+            F = D_fft @ Vn
+            terms.append((-F, Vn.T))
+            dvc2 = pair.dfft_sq - sq_norm(F)
+        # R_c = (I - U U^T) D_fft P_c: ||R_c||^2 = <D_fft, R_c> = ||D_fft V_c||^2 - ||X V_c||^2
+        rc2 = dvc2 - sq_norm(Xc)
+        BtR = (BtD - lora.UtB.T @ pair.X) @ Vc                   # B^T R_c V_c
+        total += 2 * dot(BtR, lora.down @ Vc) - rc2
+        terms.append(pair.left(*M))
+    else:
+        terms.append((-D_fft,))
+        if U is not None and n_rows + n_cols < V.shape[1]:
+            # only the dominant strips: rows R (all columns), then columns C of the other rows
+            if n_rows:
+                terms.append((U[:, rowdom], delta[rowdom] @ V.T))
+            if n_cols:
+                terms.append((U[:, ~rowdom] @ delta[~rowdom][:, coldom], V[:, coldom].T))
+        elif n_rows or n_cols:
+            terms.append(pair.left(delta @ V.T))
+    return Operator(terms, tuple(D_fft.shape), max(total, 0.0))
+
+
+def _orient(fac: Factors, transposed: bool):
+    up, down = (fac.down.T, fac.up.T) if transposed else (fac.up, fac.down)
+    return up.contiguous().cpu(), down.contiguous().cpu()
+
+
+def _drift_routing_strips(pair: PairState, C_lora: torch.Tensor, k: int, params: CasaParams) -> torch.Tensor:
+    """C_fft of a square layer where the rule reads it, zero elsewhere: rows < k in full
+    (clusters, dominance, dominant rows), then the rows >= k of the dominant columns."""
+    import torch
+
+    from ..arbitration import dominance
+
+    C_fft = torch.zeros_like(C_lora)
+    C_fft[:k] = pair.c_fft_rows(k)
+    coldom = dominance(C_lora[:k, :k], C_fft[:k, :k], pair.sigma[:k], params)[4]
+    cols = coldom.nonzero().squeeze(1)
+    if cols.numel():
+        C_fft[k:, cols] = pair.tail_routing(k, cols)
+    return C_fft
+
+
+def _views(analysis: CasaAnalysis, arb, size: int) -> LayerViews:
+    """Pooled views in the weight's own orientation (rows = outputs)."""
+    import numpy as np
+    import torch
+
+    from ..views import LayerViews, risk_histogram, routing_view
+
+    pair, lora = analysis.pair, analysis.lora
+    t = pair.transposed
+
+    def o(M):
+        return M.T if t else M
+
+    C_fft, C_casa = analysis.C_fft, arb.C_casa
+    if analysis.partial is not None:
+        # for display only: the entries the rule does not read (tail rows outside the dominant
+        # columns route like base + LoRA: C_casa = C_lora - C_fft there)
+        k, rest = arb.k, (~arb.coldom).nonzero().squeeze(1)
+        fill = pair.tail_routing(k, rest)
+        C_fft, C_casa = C_fft.clone(), C_casa.clone()
+        C_fft[k:, rest] = fill
+        C_casa[k:, rest] = lora.C_lora[k:][:, rest] - fill
+    Cl, Cf, Cc, cap = o(lora.C_lora), o(C_fft), o(C_casa), o(arb.capped)
+    k = arb.k
+    order = np.argsort(arb.labels, kind="stable")
+    idx = torch.from_numpy(order).to(Cl.device)
+    rowdom, coldom = (arb.coldom, arb.rowdom) if t else (arb.rowdom, arb.coldom)
+    counts, edges = risk_histogram(arb.risk)
+
+    def sv(x):
+        return None if x is None else x.double().cpu().numpy()
+
+    return LayerViews(
+        sigma_base=sv(pair.sigma), sigma_target=sv(pair.sigma_target), sigma_merged=sv(lora.sigma_merged),
+        k=k, labels=arb.labels, rowdom=rowdom.cpu().numpy(), coldom=coldom.cpu().numpy(),
+        full=routing_view(Cl, Cf, Cc, cap, size),
+        top=routing_view(Cl[:k, :k], Cf[:k, :k], Cc[:k, :k], cap[:k, :k], size),
+        clustered=routing_view(Cl[idx][:, idx], Cf[idx][:, idx], Cc[idx][:, idx], cap[idx][:, idx], size, order),
+        risk_counts=counts, risk_edges=edges, threshold=arb.threshold)

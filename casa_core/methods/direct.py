@@ -1,0 +1,37 @@
+"""The baseline: reuse the LoRA's own update on the target (refactored, scale folded in)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .base import LayerInput, MethodParams
+
+
+@dataclass(frozen=True)
+class DirectParams(MethodParams):
+    """Plain reuse takes no parameters."""
+
+
+class DirectMethod:
+    name = "direct"
+    title = "plain reuse of the LoRA, the baseline"
+    Params = DirectParams
+    uses_models = False
+
+    def analyse(self, layer: LayerInput, pair, params, *, spectra: bool = False) -> LayerInput:
+        return layer
+
+    def conclude(self, layer: LayerInput, settings, rank: int | str | None, view_size: int | None = None):
+        from ..factorization import factorize_lowrank
+        from ..layers import LayerResult
+
+        t0 = time.perf_counter()
+        Bm = layer.B.reshape(layer.B.shape[0], -1).double() * layer.scale
+        Am = layer.A.reshape(layer.A.shape[0], -1).double()
+        r_in = Am.shape[0]
+        m, n = Bm.shape[0], Am.shape[1]
+        r_out = min(m, n) if rank == "full" else (rank or r_in)
+        fac = factorize_lowrank(Bm, Am, r_out)
+        return LayerResult(layer.name, (m, n), settings, r_in, fac.up.shape[1], layer.scale, fac.energy_kept,
+                           None, fac.up, fac.down, stages={"factorization": time.perf_counter() - t0})
