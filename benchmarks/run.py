@@ -74,12 +74,18 @@ def compare_layers(paths: dict, device: str, sample: int) -> list[dict]:
     import torch
 
     from benchmarks.naive import naive_update
-    from casa_core.engine import analyze, conclude
-    from casa_core.pipeline import make_plan, open_sources, resolve_device
+    from casa_core import methods
+    from casa_core.compute import resolve_device
+    from casa_core.conversion import Conversion, analyse_layer
     from casa_core.settings import TransferSettings
 
     dev = resolve_device(device)
-    plan = make_plan(*open_sources(paths["base"], paths["target"], paths["lora"]))
+    plan = Conversion.open(paths["base"], paths["target"], paths["lora"]).plan
+    conclude = methods.get("casa").conclude
+
+    def analyze(name, Ws, Wt, B, A, scale, settings=None, **kw):
+        return analyse_layer(name, Ws, Wt, B, A, scale, params=settings.params if settings else None, **kw)
+
     by_shape: dict[tuple, list] = defaultdict(list)
     for lp in plan.layers:
         by_shape[lp.shape].append(lp)
