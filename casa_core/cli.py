@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 # settings named by the core's messages -> the flags that set them
 _FLAGS = {"device": "--device", "rank": "--rank", "precision": "--precision", "format": "--format",
           "dtype": "--dtype", "workers": "--workers", "layers": "--layers", "lora_file": "--lora-file",
-          "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output"}
+          "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output",
+          "report": "--report"}
 
 
 def _flag(setting: str) -> str:
@@ -163,11 +164,10 @@ def cmd_convert(args) -> int:
     cancel = threading.Event()
     progress = _Progress(len(conv.plan.layers), args.quiet)
     try:
-        report = conv.convert(args.output, settings, options, cancel=cancel, on_result=progress)
+        report = conv.convert(args.output, settings, options, cancel=cancel, on_result=progress,
+                              report=args.report)
     finally:
         progress.close()
-    if args.report:
-        report.write(args.report)
     if not args.quiet:
         t, out = report.totals, report.output
         print(f"wrote {out.path} ({out.format}, {out.tensors} tensors, {out.bytes / 1e6:.1f} MB): "
@@ -277,12 +277,35 @@ def _print_plan(desc, plan) -> None:
               "written as a standard LoRA")
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so temporary files are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum, frame):
+    raise _Signalled(signum)
+
+
+def _catch_signals() -> None:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_signalled)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    _catch_signals()
     try:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods}[args.command](args)
     except CasaError as exc:
@@ -292,6 +315,9 @@ def main(argv=None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("casa: cancelled; nothing was written", file=sys.stderr)
         return 130
+    except _Signalled as sig:
+        print("casa: cancelled; nothing was written", file=sys.stderr)
+        return 128 + sig.signum
 
 
 if __name__ == "__main__":

@@ -165,15 +165,36 @@ class Conversion:
 
     # ---- writing ------------------------------------------------------------------
 
-    def inputs(self) -> list:
-        """Every file an output must never replace."""
-        return [self.plan.lora.path, *self.plan.base.store.files, *self.plan.target.store.files]
+    def protected(self):
+        """What the inputs occupy (files, and folders given as inputs): no write may land there."""
+        from pathlib import Path
 
-    def check_output(self, output) -> None:
-        """Refuse an output that would overwrite an input or cannot be written (before any work)."""
-        from .export import check_output
+        from .outputs import Protected
 
-        check_output(output, self.inputs())
+        prot = Protected()
+        for src in (self.plan.base, self.plan.target):
+            for f in src.store.files:
+                prot.add_file(f)
+            given = Path(src.path)
+            if given.is_dir():
+                prot.add_folder(given)
+            elif given.name.endswith(".json"):      # a sharded checkpoint's index: its shards' folder
+                prot.add_folder(given.parent)
+        lora = self.plan.lora
+        for f in [lora.path, *lora.store.files]:
+            prot.add_file(f)
+        if lora.peft is not None:                  # a PEFT folder (adapter_config.json beside the weights)
+            prot.add_folder(Path(lora.path).parent)
+        return prot
+
+    def check_output(self, output, report=None) -> None:
+        """Refuse an output (or report) that would overwrite an input or cannot be written; before any work."""
+        from .outputs import check_destination
+
+        prot = self.protected()
+        check_destination(output, "output", prot, setting="output")
+        if report is not None:
+            check_destination(report, "report", prot, setting="report", others=[("output", output)])
 
     def export(self, output, settings: TransferSettings | None = None, options: RunOptions | None = None):
         """Write the computed layers (with provenance) to ``output``, atomically; returns ExportInfo."""
@@ -212,8 +233,8 @@ class Conversion:
                                export, self.seconds if seconds is None else seconds, write_seconds)
 
     def convert(self, output, settings: TransferSettings, options: RunOptions, *,
-                cancel: threading.Event | None = None, on_result=None) -> RunReport:
-        """Run the whole transfer and write ``output``; returns the run report.
+                cancel: threading.Event | None = None, on_result=None, report=None) -> RunReport:
+        """Run the whole transfer and write ``output`` (and the JSON ``report``); returns the run report.
 
         ``on_result(index, total, result)`` is called after each layer. A cancel or an
         error leaves nothing at ``output``.
@@ -222,7 +243,7 @@ class Conversion:
 
         settings.validate()
         options.validate()
-        self.check_output(output)
+        self.check_output(output, report)
         t0 = time.perf_counter()
         dtype = factor_dtype(self.plan, options.out_dtype)
 
@@ -235,7 +256,10 @@ class Conversion:
         t_write = time.perf_counter()
         info = self.export(output, settings, options)
         t_write = time.perf_counter() - t_write
-        return self.report(info, write_seconds=t_write, seconds=time.perf_counter() - t0)
+        rep = self.report(info, write_seconds=t_write, seconds=time.perf_counter() - t0)
+        if report is not None:
+            rep.write(report)
+        return rep
 
 
 # ---- computing one layer ----------------------------------------------------------

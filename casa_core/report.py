@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import __version__
 
@@ -98,17 +95,8 @@ class RunReport:
         }
 
     def write(self, path) -> None:
-        """Write the JSON through a temporary file beside ``path`` and a rename."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
-                                   suffix=".part")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh, indent=1, sort_keys=False, default=str)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        """Write the JSON through a private temporary file beside ``path`` and a rename."""
+        from .outputs import atomic_write
+
+        blob = json.dumps(self.to_dict(), indent=1, sort_keys=False, default=str).encode()
+        atomic_write(path, lambda fh: fh.write(blob), "report")
