@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output layout; 'same' keeps the input's layout and key names")
     c.add_argument("--dtype", dest="out_dtype", default="same", choices=("same", "float32", "float16", "bfloat16"))
     c.add_argument("--report", metavar="JSON", help="write per-layer figures to this JSON file")
+    c.add_argument("--provenance-paths", action="store_true",
+                   help="also record the inputs' absolute paths in the output's metadata (by default local "
+                        "inputs are named by file name, size and hash)")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     i = sub.add_parser("inspect", help="show what matches between the inputs (no SVD)")
     _add_sources(i)
@@ -159,7 +162,7 @@ def cmd_convert(args) -> int:
     settings = _settings(args).validate()
     options = RunOptions(rank=parse_rank(args.rank), device=args.device, precision=args.precision,
                          out_format=args.out_format, out_dtype=args.out_dtype, layers=args.layers,
-                         view_size=0, workers=args.workers).validate()
+                         view_size=0, workers=args.workers, provenance_paths=args.provenance_paths).validate()
     conv = _sources(args)
     cancel = threading.Event()
     progress = _Progress(len(conv.plan.layers), args.quiet)
@@ -277,6 +280,12 @@ def _print_plan(desc, plan) -> None:
               "written as a standard LoRA")
 
 
+def _clean(text: str) -> str:
+    """Text safe for a terminal: control characters (from key names in strangers' files) escaped."""
+    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
 class _Signalled(BaseException):
     """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so temporary files are removed."""
 
@@ -310,7 +319,7 @@ def main(argv=None) -> int:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods}[args.command](args)
     except CasaError as exc:
         flag = f" ({' '.join(filter(None, (_flag(exc.setting), exc.example)))})" if exc.setting else ""
-        print(f"casa: error: {exc}{flag}", file=sys.stderr)
+        print(f"casa: error: {_clean(exc)}{flag}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         print("casa: cancelled; nothing was written", file=sys.stderr)

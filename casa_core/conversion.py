@@ -14,11 +14,13 @@ what was done.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from . import methods
 from .compute import Compute, release_freed_memory
@@ -167,8 +169,6 @@ class Conversion:
 
     def protected(self):
         """What the inputs occupy (files, and folders given as inputs): no write may land there."""
-        from pathlib import Path
-
         from .outputs import Protected
 
         prot = Protected()
@@ -210,12 +210,15 @@ class Conversion:
             raise CasaError(f"{len(missing)} layers have no result yet (first: {missing[0]})",
                             "run the conversion first")
         plan = self.plan
+        lora_sha = sha256_file(plan.lora.path)
         provenance = {
             "method": settings.method, "settings": settings.to_dict(),
             "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
             "rank": str(options.rank or "same as input"), "precision": options.precision,
-            "lora_sha256": sha256_file(plan.lora.path),
-            "base": plan.base.identity, "target": plan.target.identity, "lora": plan.lora.identity,
+            "lora_sha256": lora_sha,
+            "base": _model_identity(plan.base, options.provenance_paths),
+            "target": _model_identity(plan.target, options.provenance_paths),
+            "lora": _lora_identity(plan.lora, lora_sha, options.provenance_paths),
         }
         self.last_export = write_lora(plan, self.results, output, out_format=options.out_format,
                                       out_dtype=options.out_dtype, provenance=provenance)
@@ -260,6 +263,46 @@ class Conversion:
         if report is not None:
             rep.write(report)
         return rep
+
+
+# ---- provenance ------------------------------------------------------------------------
+
+_HUB_IDENTITY = re.compile(r"^[^/\s]+/[^@\s]+@[0-9a-f]{40}(:.*)?$")
+
+
+def _model_identity(model, with_path: bool = False):
+    """A hub model as repo@commit; a local one by name, size and the sha256 of its headers (hashing
+    the weights of a 28-57 GB checkpoint would take minutes), never by its absolute path unless
+    ``with_path``."""
+    if _HUB_IDENTITY.match(model.identity):
+        return model.identity
+    import hashlib
+
+    h = hashlib.sha256()
+    total = 0
+    for f in sorted(model.store.files, key=lambda p: p.name):
+        total += f.stat().st_size
+        h.update(f.name.encode() + b"\0" + _header_bytes(f))
+    out = {"name": Path(model.path).name, "files": len(model.store.files), "bytes": total,
+           "header_sha256": h.hexdigest()}
+    return out | ({"path": str(Path(model.path).resolve())} if with_path else {})
+
+
+def _lora_identity(lora, sha256: str, with_path: bool = False):
+    if _HUB_IDENTITY.match(lora.identity):
+        return lora.identity
+    out = {"name": Path(lora.path).name, "bytes": Path(lora.path).stat().st_size, "sha256": sha256}
+    return out | ({"path": str(Path(lora.path).resolve())} if with_path else {})
+
+
+def _header_bytes(path: Path) -> bytes:
+    """A safetensors file's header (its first 8 bytes say how long); a pickled file's first MiB."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if path.suffix == ".safetensors" and len(head) == 8:
+            n = int.from_bytes(head, "little")
+            return head + fh.read(min(n, 100_000_000))
+        return head + fh.read(1 << 20)
 
 
 # ---- computing one layer ----------------------------------------------------------

@@ -72,6 +72,7 @@ class RunOptions:
     view_size: int = 128                   # routing views are max-abs pooled to at most this
     workers: int | None = None             # CPU: layers computed side by side (None: 2 with 2+ cores)
     overrides: dict = field(default_factory=dict)   # canonical module -> TransferSettings
+    provenance_paths: bool = False         # also record the inputs' absolute local paths in the output
 
     def validate(self) -> RunOptions:
         if self.precision not in PRECISIONS:
