@@ -34,9 +34,8 @@ from .settings import RunOptions, TransferSettings
 
 @dataclass
 class _Analysis:
-    """One layer's kept analysis, and what it was made for."""
+    """One layer's kept analysis, and what it was made for (module, method, precision, device)."""
     key: tuple
-    method: str
     value: object
 
 
@@ -80,9 +79,6 @@ class Conversion:
         from .drift import layer_drift
 
         return layer_drift(self.plan, self.layer(module))
-
-    def settings_for(self, module: str, settings: TransferSettings, options: RunOptions) -> TransferSettings:
-        return (options.overrides or {}).get(module, settings)
 
     # ---- computing --------------------------------------------------------------
 
@@ -140,10 +136,11 @@ class Conversion:
         lp = self.layer(module)
         value = _analyse(self.plan, lp, methods.get(method), None, compute, spectra=options.spectra,
                          tensors=None)
-        self._kept = _Analysis(key, method, value)
+        self._kept = _Analysis(key, value)
         return value
 
     def has_analysis(self, module: str, options: RunOptions, method: str = "casa") -> bool:
+        """Whether ``analysis`` would answer at once (no read, no SVD)."""
         return self._kept is not None and self._kept.key == (module, method, options.precision, options.device)
 
     def rearbitrate(self, module: str, settings: TransferSettings, options: RunOptions) -> LayerResult:
@@ -308,10 +305,11 @@ def _header_bytes(path: Path) -> bytes:
 # ---- computing one layer ----------------------------------------------------------
 
 def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = "casa", params=None,
-                  dtype=None, device="cpu", exact: bool = False, spectra: bool = False):
-    """One layer's analysis for ``method`` from its tensors (benchmarks, tests, notebooks).
+                  dtype=None, device="cpu", exact: bool = False, spectra: bool = False, consume: bool = False):
+    """One layer's analysis for ``method`` from its tensors (the conversion, benchmarks, tests).
 
     ``params``: the method's parameters the analysis may be narrowed to (None: valid for any).
+    ``consume``: W_t is the caller's own copy in ``dtype`` on ``device``, to be overwritten.
     The result goes to ``methods.get(method).conclude``.
     """
     import torch
@@ -320,7 +318,7 @@ def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = "cas
     pair = None
     if m.uses_models:
         pair = analyse_pair(name, W_s, W_t, dtype=dtype or torch.float32, device=device, exact=exact,
-                            spectra=spectra)
+                            spectra=spectra, consume=consume)
     return m.analyse(LayerInput(name, B, A, scale), pair, params, spectra=spectra)
 
 
@@ -338,22 +336,19 @@ def _read_layer(plan: Plan, lp: LayerPlan, models: bool = True) -> list:
 
 
 def _analyse(plan: Plan, lp: LayerPlan, method, params, compute: Compute, *, spectra: bool, tensors=None):
-    """Read (unless given) one layer and run ``method``'s analysis on it (the PairState first, if it needs one)."""
+    """Read (unless given) one layer and run ``method``'s analysis on it."""
     if tensors is None:
         tensors = _read_layer(plan, lp, method.uses_models)
     W_s, W_t, B, A = tensors
     tensors.clear()   # the reader's references too
-    layer = LayerInput(lp.module, B, A, lp.scale)
     try:
-        pair = None
         if method.uses_models:
             # the file's copies (bf16 as a rule) go now; W_t's own copy becomes D_fft in place
             W_s = W_s.to(device=compute.device, dtype=compute.dtype)
             W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
-            pair = analyse_pair(lp.module, W_s, W_t, dtype=compute.dtype, device=compute.device,
-                                exact=compute.exact, spectra=spectra, consume=True)
-            del W_s, W_t
-        return method.analyse(layer, pair, params, spectra=spectra)
+        return analyse_layer(lp.module, W_s, W_t, B, A, lp.scale, method=method.name, params=params,
+                             dtype=compute.dtype, device=compute.device, exact=compute.exact, spectra=spectra,
+                             consume=method.uses_models)
     except _cuda_oom():
         raise OutOfMemory(lp.module) from None
 
