@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from casa_core import pipeline
 from casa_core.drift import layer_drift
@@ -59,6 +60,7 @@ class Session:
     overrides: dict[str, TransferSettings] = field(default_factory=dict)
     run_settings: TransferSettings | None = None                # what ``results`` were computed with
     run_options: RunOptions | None = None
+    run_seconds: float | None = None                            # how long that run took
     state: tuple | None = None                                  # (state_key, LayerState) of one layer
     last_export: object | None = None
 
@@ -68,7 +70,7 @@ class Session:
         self.drift.clear()
         self.results.clear()
         self.overrides.clear()
-        self.run_settings = self.run_options = None
+        self.run_settings = self.run_options = self.run_seconds = None
         self.state = None
         self.last_export = None
 
@@ -155,6 +157,22 @@ def export_job(plan, results: dict, output, settings: TransferSettings, options:
     def run(cancel: threading.Event) -> Iterator:
         yield Exported(pipeline.export_results(plan, dict(results), output, settings, options))
     return run
+
+
+def write_report(plan, results: dict, settings: TransferSettings, options: RunOptions, info,
+                 seconds: float | None) -> Path:
+    """Write the run report beside the exported LoRA (``X.report.json``); returns its path.
+
+    The one place the GUI builds a report: it goes once the core's conversion hands one back.
+    """
+    from casa_core.report import build_report
+    from casa_core.report import write_report as write_json
+
+    report = build_report(plan, [results[lp.module] for lp in plan.layers], settings, options, info, seconds,
+                          str(pipeline.resolve_device(options.device)))
+    path = Path(info.path).with_suffix(".report.json")
+    write_json(report, path)
+    return path
 
 
 def plan_layer(plan, module: str):
