@@ -128,6 +128,6 @@ def test_about_box_names_torch_and_device(window, monkeypatch):
 
     shown = {}
     monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.update(title=title, text=text))
-    window.show_about()
+    window.menus.show_about()
     assert torch.__version__ in shown["text"]
     assert "default device" in shown["text"] and "Logs:" in shown["text"]

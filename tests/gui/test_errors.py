@@ -8,9 +8,9 @@ from casa_core.resources import demo_inputs
 
 
 def inspect(w, qtbot, base, target, lora):
-    with qtbot.waitSignal(w.inspected, timeout=30_000) as blocker:
+    with qtbot.waitSignal(w.controller.inspected, timeout=30_000) as blocker:
         w.sources.set_values(base, target, lora)
-    qtbot.waitUntil(lambda: not w.runner.busy)
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
     return blocker.args[0]
 
 
@@ -29,8 +29,8 @@ def test_bad_inputs_show_a_message_and_the_app_stays_usable(window, qtbot, tmp_p
         assert words in window.messages.text(), window.messages.text()
         assert words in window.sources.status.text()
         assert "Traceback" not in window.messages.text()
-        assert window.session.plan is None and window.table.model_.rowCount() == 0
-        assert not window.start_convert()                     # nothing to run, says so
+        assert window.controller.session.plan is None and window.table.model_.rowCount() == 0
+        assert not window.controller.start_convert()                     # nothing to run, says so
         assert "sources" in window.messages.text()
     assert inspect(window, qtbot, d["base"], d["target"], d["lora"]) == "ok"
     assert window.table.model_.n_layers() == 32
@@ -45,7 +45,7 @@ def test_hub_ids_are_accepted_as_free_text(window, qtbot):
 
 def test_bad_rank_is_an_inline_message(demo_window):
     demo_window.convert.rank.setEditText("lots")
-    assert not demo_window.start_convert()
+    assert not demo_window.controller.start_convert()
     assert "rank must be a positive whole number" in demo_window.messages.text()
 
 
@@ -106,7 +106,7 @@ def test_dropping_files_on_the_slots_inspects(window, qtbot):
 
     window.sources.slots["base"].dropEvent(Drop(d["base"]))
     window.sources.slots["target"].dropEvent(Drop(d["target"]))
-    with qtbot.waitSignal(window.inspected, timeout=30_000) as blocker:
+    with qtbot.waitSignal(window.controller.inspected, timeout=30_000) as blocker:
         window.sources.slots["lora"].dropEvent(Drop(d["lora"]))      # the third input starts the inspection
     assert blocker.args == ["ok"] and window.table.model_.n_layers() == 32
     assert window.gs.recent["lora"][0] == str(d["lora"])
