@@ -72,7 +72,7 @@ class Task(QObject):
     def __init__(self, job: Job, context, *, item: Callable | None = None, progress: Callable | None = None,
                  ok: Callable | None = None, cancelled: Callable | None = None, failed: Callable | None = None):
         super().__init__()
-        self.job, self.context = job, context
+        self.context = context
         self.outcome: tuple | None = None           # (signal, value): emitted once the runner is free
         self._handlers = {"item": item, "progress": progress, "ok": ok, "cancelled": cancelled, "failed": failed}
         job.yielded.connect(self._item)
@@ -204,7 +204,7 @@ class Controller(QObject):
             self.message.emit("error", "A job is running; cancel it (Esc) before changing the sources.")
             return False
         self.inspecting.emit(base, target, lora)
-        self.session.reset((base, target, lora))
+        self.session.reset()
         self.state.selected = None
         self.plan_changed.emit(None)
         self.overrides_changed.emit({})
@@ -212,7 +212,7 @@ class Controller(QObject):
         self.message.emit("", "")
         self.sources_note.emit("Inspecting…", "")
         log.info("inspecting base=%s target=%s lora=%s", base, target, lora)
-        self._start(Job("inspection", jobs.inspect_job(base, target, lora)), (base, target, lora),
+        self._start(Job("inspection", jobs.inspect_job(base, target, lora)), None,
                     item=self._on_inspect_item, failed=self._on_inspect_failed, ok=self._on_inspect_done,
                     cancelled=self._on_inspect_done)
         return True
@@ -457,7 +457,6 @@ class Controller(QObject):
     def _on_exported(self, task: Task, item) -> None:
         run: Export = task.context
         info, s = item.info, self.session
-        s.last_export = info
         energies = [s.results[lp.module].energy_kept for lp in s.plan.layers]
         self.written.emit(info, energies)
         log.info("wrote %s (%s, %d tensors, %d bytes)", info.path, info.format, info.tensors, info.bytes)

@@ -52,8 +52,7 @@ class Exported:
 
 @dataclass
 class Session:
-    """The open sources, the plan and everything computed from it."""
-    sources: tuple[str, str, str] | None = None
+    """The plan of the open sources and everything computed from it."""
     plan: pipeline.Plan | None = None
     drift: dict[str, float] = field(default_factory=dict)
     results: dict = field(default_factory=dict)                 # module -> LayerResult
@@ -62,24 +61,18 @@ class Session:
     run_options: RunOptions | None = None
     run_seconds: float | None = None                            # how long that run took
     state: tuple | None = None                                  # (state_key, LayerState) of one layer
-    last_export: object | None = None
 
-    def reset(self, sources=None) -> None:
-        self.sources = sources
+    def reset(self) -> None:
         self.plan = None
         self.drift.clear()
         self.results.clear()
         self.overrides.clear()
         self.run_settings = self.run_options = self.run_seconds = None
         self.state = None
-        self.last_export = None
 
     @property
     def complete(self) -> bool:
         return self.plan is not None and all(lp.module in self.results for lp in self.plan.layers)
-
-    def layer(self, module: str):
-        return next((lp for lp in self.plan.layers if lp.module == module), None) if self.plan else None
 
     def index_of(self, module: str) -> int:
         for i, lp in enumerate(self.plan.layers if self.plan else []):
