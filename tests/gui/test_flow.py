@@ -75,7 +75,8 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
     module = "blocks.0.ffn.0"
     w.state.select(module)
     # selecting a converted layer caches its spectra in the background ...
-    qtbot.waitUntil(lambda: w.controller.session.state is not None and w.controller.session.state[0][0] == module, timeout=30_000)
+    cache = lambda: w.controller.session.state  # noqa: E731
+    qtbot.waitUntil(lambda: cache() is not None and cache()[0][0] == module, timeout=30_000)
     qtbot.waitUntil(lambda: not w.controller.runner.busy)
     # ... so re-arbitrating it never runs a new SVD
     calls = []
