@@ -80,6 +80,7 @@ class ExportPanel(QGroupBox):
         self.format.currentIndexChanged.connect(self._push_formats)
         self.dtype.currentIndexChanged.connect(self._push_formats)
         self.path.textChanged.connect(lambda t: setattr(state, "output", t))
+        state.output_changed.connect(lambda t: self.path.text() != t and self.path.setText(t))
         self.rank.currentTextChanged.connect(lambda t: setattr(state, "rank", t))
         state.rank_changed.connect(lambda t: set_text_quietly(self.rank, t))
         state.job_changed.connect(lambda _name: self.export_btn.setEnabled(not state.running))
