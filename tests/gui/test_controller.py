@@ -101,3 +101,14 @@ def test_the_selected_layer_lives_in_the_state_only(converted, qtbot):
     w.overview.layer_clicked.emit(layers[2])        # and so does the overview
     assert state.selected == layers[2] and w.table.current_module() == layers[2]
     assert w.override.layer_label.text().startswith(f"<b>{layers[2]}</b>")
+
+
+def test_a_report_that_cannot_be_written_says_so(converted, qtbot, tmp_path):
+    w = converted
+    out = tmp_path / "lora.safetensors"
+    out.with_suffix(".report.json").mkdir()         # the report's name is taken by a folder
+    w.export.path.setText(str(out))
+    with qtbot.waitSignal(w.controller.exported, timeout=30_000):
+        assert w.start_export()                     # the panel's box asks for the report
+    assert out.is_file()
+    assert w.messages.kind == "error" and "The LoRA was written, but not its report" in w.messages.text()
