@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -21,16 +23,20 @@ from PySide6.QtWidgets import (
 
 from casa_core.settings import DTYPES, FORMATS
 
-from .settings_panel import rank_combo
+from .settings_panel import rank_combo, set_text_quietly
 
 FORMAT_LABELS = {"same": "Same as input", "comfy": "ComfyUI", "kohya": "kohya", "diffusers": "diffusers"}
 
 
 class ExportPanel(QGroupBox):
+    """Format, rank, dtype and file, bound to the shared state; loads and saves its own settings."""
+
     export_clicked = Signal()
 
-    def __init__(self, gs, parent=None):
+    def __init__(self, gs, state, parent=None):
         super().__init__("4 · Export", parent)
+        self.state = state
+        self.export_dir = gs.export_dir
         self.format = QComboBox()
         for f in FORMATS:
             self.format.addItem(FORMAT_LABELS[f], f)
@@ -38,7 +44,7 @@ class ExportPanel(QGroupBox):
         self.dtype = QComboBox()
         self.dtype.addItems(DTYPES)
         self.dtype.setCurrentText(gs.out_dtype)
-        self.rank = rank_combo(gs.rank)
+        self.rank = rank_combo(state.rank)
         self.path = QLineEdit()
         self.path.setPlaceholderText("converted LoRA .safetensors")
         browse = QToolButton(text="…", toolTip="Choose where to write the converted LoRA")
@@ -59,6 +65,8 @@ class ExportPanel(QGroupBox):
         self.open_btn.clicked.connect(self._open_folder)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
+        self.write_report = QCheckBox("Also write the run report (.report.json)")
+        self.write_report.setChecked(True)
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_btn, 1)
         buttons.addWidget(self.open_btn)
@@ -66,10 +74,44 @@ class ExportPanel(QGroupBox):
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.summary)
+        lay.addWidget(self.write_report)
         self._written: Path | None = None
+        self._push_formats()
+        self.format.currentIndexChanged.connect(self._push_formats)
+        self.dtype.currentIndexChanged.connect(self._push_formats)
+        self.path.textChanged.connect(lambda t: setattr(state, "output", t))
+        state.output_changed.connect(lambda t: self.path.text() != t and self.path.setText(t))
+        self.rank.currentTextChanged.connect(lambda t: setattr(state, "rank", t))
+        state.rank_changed.connect(lambda t: set_text_quietly(self.rank, t))
+        state.job_changed.connect(lambda _name: self.export_btn.setEnabled(not state.running))
+
+    def _push_formats(self, *_args) -> None:
+        self.state.out_format = self.format.currentData()
+        self.state.out_dtype = self.dtype.currentText()
 
     def output(self) -> str:
         return self.path.text().strip()
+
+    def wants_report(self) -> bool:
+        return self.write_report.isChecked()
+
+    def suggest_output(self, plan) -> None:
+        """Once a plan is ready, propose ``<lora>-casa.safetensors`` (in the last export folder) if no file is set."""
+        if plan is None or self.output():
+            return
+        lora = Path(plan.lora.path)
+        folder = Path(self.export_dir) if self.export_dir and Path(self.export_dir).is_dir() else lora.parent
+        if not os.access(folder, os.W_OK):
+            folder = Path.home()
+        self.path.setText(str(folder / f"{lora.stem}-casa.safetensors"))
+
+    def remember_folder(self, output: str) -> None:
+        self.export_dir = str(Path(output).parent)
+
+    def save_settings(self, gs) -> None:
+        gs.out_format = self.format.currentData()
+        gs.out_dtype = self.dtype.currentText()
+        gs.export_dir = self.export_dir
 
     def _browse(self) -> None:
         start = self.output() or str(Path.home() / "converted-lora.safetensors")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
@@ -70,8 +70,11 @@ class LayerModel(QAbstractTableModel):
     def set_result(self, res) -> None:
         self._update(res.name, result=res, status="converted")
 
-    def set_override(self, module: str, settings) -> None:
-        self._update(module, override=settings)
+    def set_overrides(self, overrides: dict) -> None:
+        """Show each layer's override (or none)."""
+        for r in self.rows:
+            if not r.passed and r.override != overrides.get(r.module):
+                self._update(r.module, override=overrides.get(r.module))
 
     def clear_results(self) -> None:
         for r in self.rows:
@@ -142,12 +145,11 @@ class LayerModel(QAbstractTableModel):
 
 
 class LayerTable(QTableView):
-    """Selecting a transferable row selects that layer everywhere."""
+    """Selecting a transferable row selects that layer everywhere: the table follows ``state.selected``."""
 
-    layer_selected = Signal(str)
-
-    def __init__(self, parent=None):
+    def __init__(self, state, parent=None):
         super().__init__(parent)
+        self.state = state
         self.model_ = LayerModel(self)
         self.setModel(self.model_)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -160,6 +162,7 @@ class LayerTable(QTableView):
         h.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         h.setStretchLastSection(True)
         self.selectionModel().currentRowChanged.connect(self._current_changed)
+        state.selected_changed.connect(self.select_module)
 
     def set_plan(self, plan) -> None:
         self.model_.set_plan(plan)
@@ -174,9 +177,9 @@ class LayerTable(QTableView):
 
     def _current_changed(self, cur, _prev) -> None:
         if cur.isValid() and not self.model_.rows[cur.row()].passed:
-            self.layer_selected.emit(self.model_.rows[cur.row()].module)
+            self.state.selected = self.model_.rows[cur.row()].module
 
-    def select_module(self, module: str) -> None:
+    def select_module(self, module: str | None) -> None:
         i = self.model_.row_of(module)
         if i >= 0 and self.currentIndex().row() != i:
             self.setCurrentIndex(self.model_.index(i, 0))

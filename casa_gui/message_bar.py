@@ -24,6 +24,13 @@ class MessageBar(QFrame):
         self.kind = ""
         self.hide()
 
+    def show_message(self, kind: str, text: str) -> None:
+        """``kind`` 'error' or 'info' shows ``text``; '' hides the bar."""
+        if kind:
+            self._show(text, kind)
+        else:
+            self.hide()
+
     def show_error(self, text: str) -> None:
         self._show(text, "error")
 

@@ -27,9 +27,10 @@ class OverridePanel(QGroupBox):
     apply_all = Signal(object)             # TransferSettings
     remove = Signal(str)                   # module
 
-    def __init__(self, parent=None):
+    def __init__(self, state, parent=None):
         super().__init__("3 · Override", parent)
         self.module: str | None = None
+        self._layer_ok = False
         self.base = TransferSettings()
         self.layer_label = QLabel("Select a layer (after a run) to tune it alone.")
         self.layer_label.setWordWrap(True)
@@ -65,14 +66,17 @@ class OverridePanel(QGroupBox):
         lay.addWidget(self.list)
         lay.addWidget(self.remove_btn)
         self._enabled = True
-        self.set_layer(None, TransferSettings(), False)
+        self._show(None, TransferSettings(), False, False)
+        state.job_changed.connect(lambda _name: self.set_enabled(not state.running))
 
     def values(self) -> TransferSettings:
         return self.base.with_(tau=self.tau.value(), q_dom=self.q_dom.value(), q_act=self.q_act.value())
 
-    def set_layer(self, module: str | None, settings: TransferSettings, has_result: bool,
-                  overridden: bool = False) -> None:
-        """Show the selected layer and the thresholds it runs with."""
+    def show_layer(self, info) -> None:
+        """Show the selected layer (a controller.LayerInfo) and the thresholds it runs with."""
+        self._show(info.module, info.settings, info.tunable, info.overridden)
+
+    def _show(self, module: str | None, settings: TransferSettings, has_result: bool, overridden: bool) -> None:
         self.module = module
         self.base = settings
         for w, v in ((self.tau, settings.tau), (self.q_dom, settings.q_dom), (self.q_act, settings.q_act)):
@@ -89,7 +93,7 @@ class OverridePanel(QGroupBox):
         self._refresh_enabled()
 
     def _refresh_enabled(self) -> None:
-        self.layer_btn.setEnabled(self._enabled and getattr(self, "_layer_ok", False))
+        self.layer_btn.setEnabled(self._enabled and self._layer_ok)
         self.all_btn.setEnabled(self._enabled)
         self.remove_btn.setEnabled(self._enabled and bool(self.list.selectedItems()))
 

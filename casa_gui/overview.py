@@ -106,5 +106,5 @@ class OverviewView(PlotPage):
         val = "not yet" if math.isnan(v) else (f"{int(v)}" if key == "n_capped" else f"{v:.4f}")
         self.hover.setText(f"layer {i}: {self.modules[i]}   {title.lower()} {val}")
 
-    def export_png(self, path, width=None):
-        return png_export(self.glw.scene(), path, width)
+    def export_png(self, path):
+        return png_export(self.glw.scene(), path)

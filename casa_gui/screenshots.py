@@ -31,18 +31,19 @@ def make_screenshots(folder, layer: str = "blocks.0.cross_attn.o", theme_name: s
     win = MainWindow(GuiSettings())
     win.resize(1500, 950)
     win.show()
+    ctl = win.controller
     out = []
     try:
         win.open_demo()
-        if not wait_until(app, lambda: win.session.plan is not None and not win.runner.busy, 60):
+        if not wait_until(app, lambda: ctl.session.plan is not None and not ctl.runner.busy, 60):
             raise RuntimeError(f"demo inspection failed: {win.messages.text()}")
         win.export.path.setText(str(Path(tmp.name) / "demo-casa.safetensors"))
-        win.start_convert()
-        if not wait_until(app, lambda: not win.runner.busy, 120) or not win.session.complete:
+        ctl.start_convert()
+        if not wait_until(app, lambda: not ctl.runner.busy, 120) or not ctl.session.complete:
             raise RuntimeError(f"demo run failed: {win.messages.text()}")
         win.start_export()
-        wait_until(app, lambda: not win.runner.busy, 60)
-        win.select_layer(layer)
+        wait_until(app, lambda: not ctl.runner.busy, 60)
+        win.state.select(layer)
         win.messages.hide()
 
         def settle():

@@ -63,18 +63,19 @@ def run_self_test(out_png, theme_name: str = "light") -> int:
     win = MainWindow(GuiSettings())
     win.resize(1500, 950)
     win.show()
+    ctl = win.controller
     try:
         win.open_demo()
-        if check(wait_until(app, lambda: win.session.plan is not None or win.messages.text(), 60)
-                 and win.session.plan is not None, "demo inputs inspected"):
-            wait_until(app, lambda: not win.runner.busy, 60)
+        if check(wait_until(app, lambda: ctl.session.plan is not None or win.messages.text(), 60)
+                 and ctl.session.plan is not None, "demo inputs inspected"):
+            wait_until(app, lambda: not ctl.runner.busy, 60)
             win.export.path.setText(str(Path(tmp.name) / "selftest-out.safetensors"))
             t0 = time.perf_counter()
-            check(win.start_convert(), "conversion started")
-            check(wait_until(app, lambda: not win.runner.busy, 120) and win.session.complete,
-                  f"demo converted ({len(win.session.results)} layers, {time.perf_counter() - t0:.1f} s)")
-            if win.session.complete:
-                win.select_layer(win.session.plan.layers[0].module)
+            check(ctl.start_convert(), "conversion started")
+            check(wait_until(app, lambda: not ctl.runner.busy, 120) and ctl.session.complete,
+                  f"demo converted ({len(ctl.session.results)} layers, {time.perf_counter() - t0:.1f} s)")
+            if ctl.session.complete:
+                win.state.select(ctl.session.plan.layers[0].module)
                 for i in range(win.tabs.count()):
                     win.tabs.setCurrentIndex(i)
                     wait_until(app, lambda: False, 0.2)
@@ -85,7 +86,7 @@ def run_self_test(out_png, theme_name: str = "light") -> int:
                 check(not_blank(win.heatmap.grab()), "full routing matrix renders")
                 win.tabs.setCurrentIndex(0)
                 check(win.start_export(), "export started")
-                wait_until(app, lambda: not win.runner.busy, 60)
+                wait_until(app, lambda: not ctl.runner.busy, 60)
                 out = Path(win.export.output())
                 check(out.is_file() and out.stat().st_size > 0, f"export wrote {out.name}")
         wait_until(app, lambda: False, 0.2)

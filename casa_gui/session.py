@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from casa_core import pipeline
 from casa_core.drift import layer_drift
@@ -51,33 +52,27 @@ class Exported:
 
 @dataclass
 class Session:
-    """The open sources, the plan and everything computed from it."""
-    sources: tuple[str, str, str] | None = None
+    """The plan of the open sources and everything computed from it."""
     plan: pipeline.Plan | None = None
     drift: dict[str, float] = field(default_factory=dict)
     results: dict = field(default_factory=dict)                 # module -> LayerResult
     overrides: dict[str, TransferSettings] = field(default_factory=dict)
     run_settings: TransferSettings | None = None                # what ``results`` were computed with
     run_options: RunOptions | None = None
+    run_seconds: float | None = None                            # how long that run took
     state: tuple | None = None                                  # (state_key, LayerState) of one layer
-    last_export: object | None = None
 
-    def reset(self, sources=None) -> None:
-        self.sources = sources
+    def reset(self) -> None:
         self.plan = None
         self.drift.clear()
         self.results.clear()
         self.overrides.clear()
-        self.run_settings = self.run_options = None
+        self.run_settings = self.run_options = self.run_seconds = None
         self.state = None
-        self.last_export = None
 
     @property
     def complete(self) -> bool:
         return self.plan is not None and all(lp.module in self.results for lp in self.plan.layers)
-
-    def layer(self, module: str):
-        return next((lp for lp in self.plan.layers if lp.module == module), None) if self.plan else None
 
     def index_of(self, module: str) -> int:
         for i, lp in enumerate(self.plan.layers if self.plan else []):
@@ -155,6 +150,22 @@ def export_job(plan, results: dict, output, settings: TransferSettings, options:
     def run(cancel: threading.Event) -> Iterator:
         yield Exported(pipeline.export_results(plan, dict(results), output, settings, options))
     return run
+
+
+def write_report(plan, results: dict, settings: TransferSettings, options: RunOptions, info,
+                 seconds: float | None) -> Path:
+    """Write the run report beside the exported LoRA (``X.report.json``); returns its path.
+
+    The one place the GUI builds a report: it goes once the core's conversion hands one back.
+    """
+    from casa_core.report import build_report
+    from casa_core.report import write_report as write_json
+
+    report = build_report(plan, [results[lp.module] for lp in plan.layers], settings, options, info, seconds,
+                          str(pipeline.resolve_device(options.device)))
+    path = Path(info.path).with_suffix(".report.json")
+    write_json(report, path)
+    return path
 
 
 def plan_layer(plan, module: str):

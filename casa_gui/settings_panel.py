@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -15,8 +17,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from casa_core.errors import CasaError
-from casa_core.settings import PRECISIONS, RunOptions, TransferSettings, parse_rank
+from casa_core.settings import PRECISIONS, TransferSettings
 
 from .devices import list_devices
 
@@ -50,14 +51,14 @@ def rank_combo(value: str) -> QComboBox:
 
 
 class ConvertPanel(QGroupBox):
-    """Global settings and the run controls."""
+    """Global settings and the run controls, bound to the shared state; loads and saves its own settings."""
 
     convert_clicked = Signal()
     cancel_clicked = Signal()
-    changed = Signal()
 
-    def __init__(self, gs, parent=None):
+    def __init__(self, gs, state, parent=None):
         super().__init__("2 · Convert", parent)
+        self.state = state
         self.method = QComboBox()
         self.method.addItem("CASA (spectral arbitration)", "casa")
         self.method.addItem("Direct (reuse the LoRA as is)", "direct")
@@ -103,48 +104,74 @@ class ConvertPanel(QGroupBox):
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.eta)
+        # widgets -> state, then state -> widgets
+        self._push_settings()
+        state.rank = self.rank.currentText()
+        self._push_device()
         for w in (self.tau, self.q_dom, self.q_act):
-            w.valueChanged.connect(self.changed)
-        for w in (self.method, self.device, self.precision):
-            w.currentIndexChanged.connect(self.changed)
-        self.rank.currentTextChanged.connect(self.changed)
-        self.method.currentIndexChanged.connect(self._method_changed)
+            w.valueChanged.connect(self._push_settings)
+        self.method.currentIndexChanged.connect(self._push_settings)
+        self.device.currentIndexChanged.connect(self._push_device)
+        self.precision.currentIndexChanged.connect(self._push_device)
+        self.rank.currentTextChanged.connect(lambda t: setattr(state, "rank", t))
+        state.settings_changed.connect(self._show_settings)
+        state.rank_changed.connect(lambda t: set_text_quietly(self.rank, t))
+        state.job_changed.connect(lambda _name: self.set_running(state.running))
+        self._method_changed()
+
+    def _push_settings(self, *_args) -> None:
+        self.state.settings = replace(self.state.settings, method=self.method.currentData(), tau=self.tau.value(),
+                                      q_dom=self.q_dom.value(), q_act=self.q_act.value())
+        self._method_changed()
+
+    def _push_device(self, *_args) -> None:
+        self.state.device = self.device.currentData()
+        self.state.precision = self.precision.currentText()
+
+    def _show_settings(self, s: TransferSettings) -> None:
+        widgets = (self.method, self.tau, self.q_dom, self.q_act)
+        for w in widgets:
+            w.blockSignals(True)
+        self.method.setCurrentIndex(max(0, self.method.findData(s.method)))
+        for w, v in ((self.tau, s.tau), (self.q_dom, s.q_dom), (self.q_act, s.q_act)):
+            w.setValue(v)
+        for w in widgets:
+            w.blockSignals(False)
         self._method_changed()
 
     def _method_changed(self) -> None:
         casa = self.method.currentData() == "casa"
         for w in (self.tau, self.q_dom, self.q_act):
-            w.setEnabled(casa)
-
-    def settings(self) -> TransferSettings:
-        return TransferSettings(self.method.currentData(), self.tau.value(), self.q_dom.value(),
-                                self.q_act.value()).validate()
-
-    def set_thresholds(self, s: TransferSettings) -> None:
-        for w, v in ((self.tau, s.tau), (self.q_dom, s.q_dom), (self.q_act, s.q_act)):
-            w.blockSignals(True)
-            w.setValue(v)
-            w.blockSignals(False)
-        self.changed.emit()
+            w.setEnabled(casa and not self.state.running)
 
     def rank_text(self) -> str:
         return self.rank.currentText().strip()
 
-    def options(self, out_format: str = "same", out_dtype: str = "same") -> RunOptions:
-        """The run options; raises CasaError for a rank that is not a number, 'same' or 'full'."""
-        return RunOptions(rank=parse_rank(self.rank_text()), device=self.device.currentData(),
-                          precision=self.precision.currentText(), out_format=out_format,
-                          out_dtype=out_dtype).validate()
-
-    def options_or_none(self):
-        try:
-            return self.options()
-        except CasaError:
-            return None
-
     def set_running(self, running: bool) -> None:
         self.convert_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-        for w in (self.method, self.tau, self.q_dom, self.q_act, self.rank, self.device, self.precision):
-            w.setEnabled(not running and (w not in (self.tau, self.q_dom, self.q_act)
-                                          or self.method.currentData() == "casa"))
+        for w in (self.method, self.rank, self.device, self.precision):
+            w.setEnabled(not running)
+        self._method_changed()
+
+    def show_progress(self, done: int, total: int, eta: float) -> None:
+        """A run's progress; ``eta < 0``: it is starting."""
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setFormat(f"layer {done}/{total}")
+        self.eta.setText("starting…" if eta < 0 else f"ETA {eta:.0f} s" if done < total else "finishing…")
+
+    def save_settings(self, gs) -> None:
+        s = self.state.settings
+        gs.method, gs.tau, gs.q_dom, gs.q_act = s.method, s.tau, s.q_dom, s.q_act
+        gs.rank = self.rank_text()
+        gs.device = self.device.currentData()
+        gs.precision = self.precision.currentText()
+
+
+def set_text_quietly(combo: QComboBox, text: str) -> None:
+    """Show ``text`` in an editable combo without echoing it back as a change."""
+    if combo.currentText() != text:
+        combo.blockSignals(True)
+        combo.setEditText(text)
+        combo.blockSignals(False)

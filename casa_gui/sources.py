@@ -117,13 +117,17 @@ class SourceSlot(QWidget):
 
 
 class SourcesPanel(QGroupBox):
-    """Three slots and a status line; asks for an inspection once all three are filled."""
+    """Three slots and a status line; asks for an inspection once all three are filled.
+
+    Loads its last sources and recent lists from the settings and saves them back.
+    """
 
     inspect_requested = Signal(str, str, str)
 
-    def __init__(self, recent: dict[str, list[str]], parent=None):
+    def __init__(self, gs, parent=None):
         super().__init__("1 · Sources", parent)
-        self.slots = {r: SourceSlot(r, recent.get(r, [])) for r in ROLES}
+        self.gs = gs
+        self.slots = {r: SourceSlot(r, gs.recent.get(r, [])) for r in ROLES}
         grid = QGridLayout()
         for row, r in enumerate(ROLES):
             lab = QLabel(LABELS[r])
@@ -147,6 +151,18 @@ class SourcesPanel(QGroupBox):
         lay.addLayout(grid)
         lay.addLayout(buttons)
         lay.addWidget(self.status)
+        if gs.base or gs.target or gs.lora:
+            self.set_values(gs.base, gs.target, gs.lora, inspect=False)
+
+    def remember(self, *values: str) -> None:
+        """Put the sources being inspected first in their recent lists."""
+        for role, v in zip(ROLES, values, strict=True):
+            self.gs.remember(role, v)
+            self.slots[role].set_recent(self.gs.recent[role])
+
+    def save_settings(self, gs) -> None:
+        gs.base, gs.target, gs.lora = self.values()
+        gs.recent = {r: list(v) for r, v in self.gs.recent.items()}
 
     def values(self) -> tuple[str, str, str]:
         return tuple(self.slots[r].text() for r in ROLES)
@@ -165,14 +181,15 @@ class SourcesPanel(QGroupBox):
         vals = self.values()
         missing = [LABELS[r] for r, v in zip(ROLES, vals, strict=True) if not v]
         if missing:
-            self.show_status(f"Still missing: {', '.join(missing)}.", error=True)
+            self.show_status(f"Still missing: {', '.join(missing)}.", "error")
             return
         self.inspect_requested.emit(*vals)
 
-    def show_status(self, text: str, error: bool = False) -> None:
+    def show_status(self, text: str, kind: str = "") -> None:
+        """The status line; ``kind`` 'error' shows it as one."""
         from . import theme
 
         c = theme.current()
         self.status.setText(text)
         self.status.setStyleSheet(f"QLabel {{ background: {c.error_bg}; color: {c.error_fg}; padding: 4px; "
-                                  "border-radius: 3px; }" if error else "")
+                                  "border-radius: 3px; }" if kind == "error" else "")

@@ -21,9 +21,10 @@ from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, Signa
 
 from casa_core.errors import Cancelled, CasaError
 
+from .cli_hints import in_window_words
+
 log = logging.getLogger("casa_gui")
 
-GPU_HINT = "Pick CPU under Device, or float32 under Precision, and run again."
 
 # the most Runner.stop() waits: a layer normally ends in seconds, even a large one on the CPU
 STOP_TIMEOUT_MS = 60_000
@@ -32,16 +33,8 @@ _abandoned: list[tuple[QThread, QObject]] = []
 
 
 def user_message(exc: BaseException) -> str:
-    """One line for the user (a CasaError's own text; OOM gets the GUI's hint)."""
-    text = str(exc)
-    oom = "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError"
-    if oom and not isinstance(exc, CasaError):
-        text = "the GPU ran out of memory"
-    if oom:
-        # the core's hint names CLI flags; say it in the window's words
-        what = exc.what if isinstance(exc, CasaError) else text
-        return f"{what}. {GPU_HINT}"
-    return text
+    """One line for the user: a CasaError's own text (core hints that name CLI flags: see cli_hints)."""
+    return in_window_words(exc) or str(exc)
 
 
 class Job(QObject):
@@ -103,8 +96,7 @@ class Job(QObject):
             self.failed.emit(user_message(exc))
         except Exception as exc:  # a bug or an OS error: log the stack, show one line
             log.error("%s failed:\n%s", self.name, traceback.format_exc())
-            self.failed.emit(user_message(exc) if "out of memory" in str(exc).lower()
-                             else f"{self.name} failed: {type(exc).__name__}: {exc}")
+            self.failed.emit(in_window_words(exc) or f"{self.name} failed: {type(exc).__name__}: {exc}")
         else:
             self.succeeded.emit()
 

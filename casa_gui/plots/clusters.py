@@ -45,7 +45,6 @@ class ClusterView(PlotPage):
         self.body.insertLayout(0, row)
         self.glw.scene().sigMouseMoved.connect(self._hover)
         self._extra: list = []
-        self.result = None
 
     def set_result(self, res) -> None:
         if not self.accept(res, "the direct method does not cluster; there is no map to show."):
@@ -113,5 +112,5 @@ class ClusterView(PlotPage):
                 self.hover.setText(text)
             return
 
-    def export_png(self, path, width=None):
-        return png_export(self.glw.scene(), path, width)
+    def export_png(self, path):
+        return png_export(self.glw.scene(), path)

@@ -47,7 +47,7 @@ def matrix_plot(title: str) -> tuple[pg.PlotItem, pg.ImageItem]:
     return p, img
 
 
-def set_matrix(img: pg.ImageItem, arr: np.ndarray, step: int, level: float, extent: int | None = None) -> None:
+def set_matrix(img: pg.ImageItem, arr: np.ndarray, step: int, level: float) -> None:
     """Show a pooled array with symmetric levels; ``setRect`` maps pixels to real indices."""
     a = np.ascontiguousarray(arr, dtype=np.float32)
     img.setImage(a, levels=(-level, level), autoLevels=False)
@@ -99,12 +99,9 @@ def block_text(name: str, r: int, c: int, step: int, value: float, index=None, n
     return f"{name}  (i, j) = ({span(r)}, {span(c)})  value {value:+.4g}{pooled}"
 
 
-def png_export(item, path: Path, width: int | None = None) -> Path:
+def png_export(item, path: Path) -> Path:
     """Write a plot (a scene, layout or PlotItem) to PNG with pyqtgraph's ImageExporter."""
-    ex = pyqtgraph.exporters.ImageExporter(item)
-    if width:
-        ex.parameters()["width"] = int(width)
-    ex.export(str(path))
+    pyqtgraph.exporters.ImageExporter(item).export(str(path))
     return Path(path)
 
 

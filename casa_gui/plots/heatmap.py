@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel
 
@@ -27,8 +26,6 @@ REGIONS = (("top", "Top-k block"), ("full", "Full matrix"))
 
 class HeatmapView(PlotPage):
     """Three routing matrices of the selected layer, pooled by max-abs in the worker."""
-
-    region_changed = Signal(str)
 
     def __init__(self, parent=None):
         self.glw = pg.GraphicsLayoutWidget()
@@ -73,7 +70,6 @@ class HeatmapView(PlotPage):
         self.saturate.toggled.connect(self._redraw)
         self.glw.scene().sigMouseMoved.connect(self._hover)
         self._overlays: list = []
-        self.result = None
 
     def set_region(self, key: str) -> None:
         self.region.setCurrentIndex(max(0, self.region.findData(key)))
@@ -140,5 +136,5 @@ class HeatmapView(PlotPage):
                 self.hover.setText(block_text(title.split(" ")[0], r, c, v.step, float(arr[r, c]), n=n) + cap)
             return
 
-    def export_png(self, path, width=None):
-        return png_export(self.glw.scene(), path, width)
+    def export_png(self, path):
+        return png_export(self.glw.scene(), path)

@@ -20,7 +20,6 @@ class RiskView(PlotPage):
         self.plot.setLabel("bottom", "log10 risk score")
         self.plot.setLabel("left", "entries")
         self.pw.scene().sigMouseMoved.connect(self._hover)
-        self.result = None
 
     def set_result(self, res) -> None:
         if not self.accept(res, "the direct method scores no risk."):
@@ -55,5 +54,5 @@ class RiskView(PlotPage):
             self.hover.setText(f"log10 risk {v.risk_edges[i]:.3f} … {v.risk_edges[i + 1]:.3f}: "
                                f"{int(v.risk_counts[i])} entries")
 
-    def export_png(self, path, width=None):
-        return png_export(self.plot, path, width)
+    def export_png(self, path):
+        return png_export(self.plot, path)

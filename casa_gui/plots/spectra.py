@@ -20,7 +20,6 @@ class SpectraView(PlotPage):
         self.plot.setLabel("left", "singular value σ_i")
         self.legend = self.plot.addLegend(offset=(10, -10))      # lower left: spectra fall to the right
         self.pw.scene().sigMouseMoved.connect(self._hover)
-        self.result = None
 
     def set_result(self, res) -> None:
         if not self.accept(res, "the direct method computes no spectra."):
@@ -65,5 +64,5 @@ class SpectraView(PlotPage):
                 parts.append(f"base+LoRA {v.sigma_merged[i]:.4g}")
             self.hover.setText("   ".join(parts))
 
-    def export_png(self, path, width=None):
-        return png_export(self.plot, path, width)
+    def export_png(self, path):
+        return png_export(self.plot, path)

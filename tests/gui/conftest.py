@@ -33,25 +33,25 @@ def window(qtbot, qapp):
     win.resize(1400, 900)
     win.show()
     yield win
-    if win.runner.busy:
-        win.runner.stop()
+    if win.controller.runner.busy:
+        win.controller.runner.stop()
 
 
 @pytest.fixture
 def demo_window(window, qtbot):
     """The window with the demo inputs inspected (plan ready, drift read)."""
-    with qtbot.waitSignal(window.inspected, timeout=30_000) as blocker:
+    with qtbot.waitSignal(window.controller.inspected, timeout=30_000) as blocker:
         window.open_demo()
     assert blocker.args == ["ok"], window.messages.text()
-    qtbot.waitUntil(lambda: not window.runner.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: not window.controller.runner.busy, timeout=30_000)
     return window
 
 
 def convert(window, qtbot, timeout=50_000):
-    with qtbot.waitSignal(window.run_finished, timeout=timeout) as blocker:
-        assert window.start_convert()
+    with qtbot.waitSignal(window.controller.run_finished, timeout=timeout) as blocker:
+        assert window.controller.start_convert()
     assert blocker.args == ["succeeded"], window.messages.text()
-    qtbot.waitUntil(lambda: not window.runner.busy, timeout=5_000)
+    qtbot.waitUntil(lambda: not window.controller.runner.busy, timeout=5_000)
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
 """Bad inputs and unexpected errors: a clear message, and the app stays usable."""
 
-import logging
-import sys
-import threading
 
 from casa_core.resources import demo_inputs
 
 
 def inspect(w, qtbot, base, target, lora):
-    with qtbot.waitSignal(w.inspected, timeout=30_000) as blocker:
+    with qtbot.waitSignal(w.controller.inspected, timeout=30_000) as blocker:
         w.sources.set_values(base, target, lora)
-    qtbot.waitUntil(lambda: not w.runner.busy)
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
     return blocker.args[0]
 
 
@@ -29,8 +26,8 @@ def test_bad_inputs_show_a_message_and_the_app_stays_usable(window, qtbot, tmp_p
         assert words in window.messages.text(), window.messages.text()
         assert words in window.sources.status.text()
         assert "Traceback" not in window.messages.text()
-        assert window.session.plan is None and window.table.model_.rowCount() == 0
-        assert not window.start_convert()                     # nothing to run, says so
+        assert window.controller.session.plan is None and window.table.model_.rowCount() == 0
+        assert not window.controller.start_convert()                     # nothing to run, says so
         assert "sources" in window.messages.text()
     assert inspect(window, qtbot, d["base"], d["target"], d["lora"]) == "ok"
     assert window.table.model_.n_layers() == 32
@@ -45,47 +42,8 @@ def test_hub_ids_are_accepted_as_free_text(window, qtbot):
 
 def test_bad_rank_is_an_inline_message(demo_window):
     demo_window.convert.rank.setEditText("lots")
-    assert not demo_window.start_convert()
+    assert not demo_window.controller.start_convert()
     assert "rank must be a positive whole number" in demo_window.messages.text()
-
-
-def test_gpu_out_of_memory_hint_names_the_window_controls():
-    from casa_core.errors import CasaError
-    from casa_gui.worker import user_message
-
-    msg = user_message(CasaError("the GPU ran out of memory on blocks.3.ffn.0",
-                                 "use --device cpu, or close other programs using the GPU"))
-    assert msg.startswith("the GPU ran out of memory on blocks.3.ffn.0.") and "Pick CPU under Device" in msg
-    assert "--device" not in msg
-
-    class OutOfMemoryError(RuntimeError):
-        pass
-
-    assert "Pick CPU under Device" in user_message(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-
-
-def test_uncaught_exception_shows_dialog_with_the_log_path(monkeypatch, tmp_path):
-    from casa_gui import diagnostics
-
-    shown = []
-    monkeypatch.setattr(diagnostics, "show_error_dialog", lambda summary, path: shown.append((summary, path)))
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
-    log_path = diagnostics.setup_logging()
-    assert log_path.parent == tmp_path / "logs"
-    diagnostics.install_excepthook(log_path)
-    try:
-        raise ValueError("unexpected")
-    except ValueError:
-        sys.excepthook(*sys.exc_info())
-    assert shown == [("ValueError: unexpected", log_path)]
-    for h in logging.getLogger("casa_gui").handlers:
-        h.flush()
-    assert "ValueError: unexpected" in log_path.read_text()
-    for h in list(logging.getLogger("casa_gui").handlers):
-        if getattr(h, "baseFilename", "").startswith(str(tmp_path)):
-            logging.getLogger("casa_gui").removeHandler(h)
-            h.close()
 
 
 def test_dropping_files_on_the_slots_inspects(window, qtbot):
@@ -106,7 +64,7 @@ def test_dropping_files_on_the_slots_inspects(window, qtbot):
 
     window.sources.slots["base"].dropEvent(Drop(d["base"]))
     window.sources.slots["target"].dropEvent(Drop(d["target"]))
-    with qtbot.waitSignal(window.inspected, timeout=30_000) as blocker:
+    with qtbot.waitSignal(window.controller.inspected, timeout=30_000) as blocker:
         window.sources.slots["lora"].dropEvent(Drop(d["lora"]))      # the third input starts the inspection
     assert blocker.args == ["ok"] and window.table.model_.n_layers() == 32
     assert window.gs.recent["lora"][0] == str(d["lora"])

@@ -32,9 +32,9 @@ def cli_output(tmp_path, rank):
 def test_inspection_fills_the_layer_table(demo_window):
     w = demo_window
     model = w.table.model_
-    assert model.n_layers() == 32 == len(w.session.plan.layers)
+    assert model.n_layers() == 32 == len(w.controller.session.plan.layers)
     assert all(r.status == "will transfer" for r in model.rows)
-    assert len(w.session.drift) == 32 and all(0 < v < 0.1 for v in w.session.drift.values())
+    assert len(w.controller.session.drift) == 32 and all(0 < v < 0.1 for v in w.controller.session.drift.values())
     assert "32 layers will transfer" in w.sources.status.text()
     assert w.table.current_module() == "blocks.0.cross_attn.k"
 
@@ -44,19 +44,19 @@ def test_run_select_and_export_matches_cli(demo_window, qtbot, tmp_path):
     w.convert.rank.setEditText("4")
     assert w.export.rank.currentText() == "4"           # one rank, shown in both panels
     convert(w, qtbot)
-    assert w.session.complete
+    assert w.controller.session.complete
     assert w.convert.progress.value() == 32 and w.convert.progress.format() == "layer 32/32"
-    first = w.selected
+    first = w.state.selected
     qtbot.keyClick(w, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)     # next layer
-    assert w.selected != first and w.selected == w.session.plan.layers[1].module
-    assert w.heatmap.result is w.session.results[w.selected]
-    w.select_layer("blocks.1.ffn.0")
+    assert w.state.selected != first and w.state.selected == w.controller.session.plan.layers[1].module
+    assert w.heatmap.result is w.controller.session.results[w.state.selected]
+    w.state.select("blocks.1.ffn.0")
     assert w.table.current_module() == "blocks.1.ffn.0" and w.spectra.result.name == "blocks.1.ffn.0"
-    assert all(r.rank_out == 4 for r in w.session.results.values())
+    assert all(r.rank_out == 4 for r in w.controller.session.results.values())
 
     out = tmp_path / "gui.safetensors"
     w.export.path.setText(str(out))
-    with qtbot.waitSignal(w.exported, timeout=30_000):
+    with qtbot.waitSignal(w.controller.exported, timeout=30_000):
         qtbot.keyClick(w, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
     assert out.is_file() and "kB" in w.export.summary.text() and w.export.open_btn.isEnabled()
     assert out.with_suffix(".report.json").is_file()
@@ -73,39 +73,40 @@ def test_run_select_and_export_matches_cli(demo_window, qtbot, tmp_path):
 def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_path, monkeypatch):
     w = converted
     module = "blocks.0.ffn.0"
-    w.select_layer(module)
+    w.state.select(module)
     # selecting a converted layer caches its spectra in the background ...
-    qtbot.waitUntil(lambda: w.session.state is not None and w.session.state[0][0] == module, timeout=30_000)
-    qtbot.waitUntil(lambda: not w.runner.busy)
+    cache = lambda: w.controller.session.state  # noqa: E731
+    qtbot.waitUntil(lambda: cache() is not None and cache()[0][0] == module, timeout=30_000)
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
     # ... so re-arbitrating it never runs a new SVD
     calls = []
     monkeypatch.setattr(pipeline, "layer_state", lambda *a, **k: calls.append(a) or pytest.fail("new SVD"))
-    before = w.session.results[module]
-    other_before = w.session.results["blocks.0.ffn.2"]
+    before = w.controller.session.results[module]
+    other_before = w.controller.session.results["blocks.0.ffn.2"]
     w.override.q_act.setValue(0.3)
-    with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
+    with qtbot.waitSignal(w.controller.rearbitrated, timeout=30_000):
         qtbot.mouseClick(w.override.layer_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not w.runner.busy)
-    after = w.session.results[module]
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
+    after = w.controller.session.results[module]
     assert after.settings.q_act == 0.3 and after.n_capped > before.n_capped
     assert w.heatmap.result is after and w.risk.result is after        # the plots follow
-    assert w.session.results["blocks.0.ffn.2"] is other_before          # other layers untouched
-    assert w.session.overrides[module].q_act == 0.3
+    assert w.controller.session.results["blocks.0.ffn.2"] is other_before          # other layers untouched
+    assert w.controller.session.overrides[module].q_act == 0.3
     assert w.override.list.count() == 1 and module in w.override.list.item(0).text()
     assert "q_act 0.3" in w.table.model_.data(w.table.model_.index(w.table.model_.row_of(module), 11))
 
     # a second change on the same layer uses the same cache
     w.override.tau.setValue(0.9)
-    with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
+    with qtbot.waitSignal(w.controller.rearbitrated, timeout=30_000):
         w.override.layer_btn.click()
-    qtbot.waitUntil(lambda: not w.runner.busy)
-    assert not calls and w.session.results[module].settings.tau == 0.9
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
+    assert not calls and w.controller.session.results[module].settings.tau == 0.9
 
     out = tmp_path / "over.safetensors"
     w.export.path.setText(str(out))
-    with qtbot.waitSignal(w.exported, timeout=30_000):
+    with qtbot.waitSignal(w.controller.exported, timeout=30_000):
         assert w.start_export()
-    qtbot.waitUntil(lambda: not w.runner.busy)
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
     _, meta = read_all(out)
     assert json.loads(meta["casa.overrides"])[module]["q_act"] == 0.3
     report = json.loads(out.with_suffix(".report.json").read_text())
@@ -114,23 +115,23 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
 
     # removing the override brings the global result back
     w.override.list.setCurrentRow(0)
-    with qtbot.waitSignal(w.rearbitrated, timeout=30_000):
+    with qtbot.waitSignal(w.controller.rearbitrated, timeout=30_000):
         w.override.remove_btn.click()
-    qtbot.waitUntil(lambda: not w.runner.busy)
-    assert module not in w.session.overrides and w.override.list.count() == 0
-    assert w.session.results[module].n_capped == before.n_capped
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
+    assert module not in w.controller.session.overrides and w.override.list.count() == 0
+    assert w.controller.session.results[module].n_capped == before.n_capped
 
 
 def test_apply_to_all_layers_reruns_with_new_global_thresholds(converted, qtbot):
     w = converted
-    w.select_layer("blocks.2.self_attn.v")
-    before = {m: r.n_capped for m, r in w.session.results.items()}
+    w.state.select("blocks.2.self_attn.v")
+    before = {m: r.n_capped for m, r in w.controller.session.results.items()}
     w.override.q_act.setValue(0.5)
-    with qtbot.waitSignal(w.run_finished, timeout=50_000) as blocker:
+    with qtbot.waitSignal(w.controller.run_finished, timeout=50_000) as blocker:
         w.override.all_btn.click()
     assert blocker.args == ["succeeded"]
-    assert w.convert.q_act.value() == 0.5 and w.session.run_settings.q_act == 0.5
-    after = {m: r.n_capped for m, r in w.session.results.items()}
+    assert w.convert.q_act.value() == 0.5 and w.controller.session.run_settings.q_act == 0.5
+    after = {m: r.n_capped for m, r in w.controller.session.results.items()}
     assert sum(after.values()) > sum(before.values())
 
 
@@ -139,7 +140,7 @@ def test_export_reruns_when_settings_changed(converted, qtbot, tmp_path):
     w.export.rank.setEditText("2")                  # results were made at the input's rank
     out = tmp_path / "r2.safetensors"
     w.export.path.setText(str(out))
-    with qtbot.waitSignal(w.exported, timeout=50_000):
+    with qtbot.waitSignal(w.controller.exported, timeout=50_000):
         assert w.start_export()
     tensors, _ = read_all(out)
     assert all(t.shape[0] == 2 for k, t in tensors.items() if k.endswith("lora_A.weight"))
@@ -147,8 +148,8 @@ def test_export_reruns_when_settings_changed(converted, qtbot, tmp_path):
 
 def test_views_show_data_and_hover(converted, qtbot):
     w = converted
-    w.select_layer("blocks.0.ffn.2")
-    res = w.session.results["blocks.0.ffn.2"]
+    w.state.select("blocks.0.ffn.2")
+    res = w.controller.session.results["blocks.0.ffn.2"]
     h = w.heatmap
     assert h.showing_view and h.images[0].image.shape == res.views.top.c_lora.shape
     lo, hi = h.images[2].levels
@@ -168,11 +169,11 @@ def test_views_show_data_and_hover(converted, qtbot):
     # clicking a bar opens that layer
     bar_plot = w.overview.plots[0]
     w.overview._clicked(type("Ev", (), {"scenePos": lambda self: bar_plot.vb.mapViewToScene(pg_point(7, 0.1))})())
-    assert w.selected == w.session.plan.layers[7].module
+    assert w.state.selected == w.controller.session.plan.layers[7].module
 
 
 def test_export_plots_as_png(converted, tmp_path):
-    paths = converted.export_plots(tmp_path / "plots")
+    paths = converted.tabs.export_plots(tmp_path / "plots")
     assert len(paths) == 5 and all(p.is_file() and p.stat().st_size > 2000 for p in paths)
 
 

@@ -14,34 +14,33 @@ def test_cancel_mid_run_leaves_no_output_and_no_thread(demo_window, qtbot, slow_
     w = demo_window
     out = tmp_path / "never.safetensors"
     w.export.path.setText(str(out))
-    w._export_after_run = True                      # as if Export had started the run
-    assert w.start_convert()
-    qtbot.waitUntil(lambda: len(w.session.results) >= 3, timeout=30_000)
+    assert w.start_export()                         # no results yet: converts, then would export
+    qtbot.waitUntil(lambda: len(w.controller.session.results) >= 3, timeout=30_000)
     assert w.convert.cancel_btn.isEnabled() and not w.convert.convert_btn.isEnabled()
     t0 = time.perf_counter()
-    with qtbot.waitSignal(w.run_finished, timeout=10_000) as blocker:
+    with qtbot.waitSignal(w.controller.run_finished, timeout=10_000) as blocker:
         w.convert.cancel_btn.click()
     assert blocker.args == ["cancelled"]
     assert time.perf_counter() - t0 < 2.0           # within one layer
-    assert 3 <= len(w.session.results) < 32 and not w.session.complete
-    assert not w.runner.busy and w.runner.thread is None
+    assert 3 <= len(w.controller.session.results) < 32 and not w.controller.session.complete
+    assert not w.controller.runner.busy and w.controller.runner.thread is None
     qtbot.waitUntil(lambda: not worker_threads(), timeout=5_000)
     assert not out.exists() and not list(tmp_path.glob("*.part"))
     assert "nothing was written" in w.messages.text()
     assert w.convert.convert_btn.isEnabled() and not w.convert.cancel_btn.isEnabled()
     # the app stays usable: the next run completes
-    with qtbot.waitSignal(w.run_finished, timeout=50_000) as blocker:
-        w.start_convert()
-    assert blocker.args == ["succeeded"] and w.session.complete
+    with qtbot.waitSignal(w.controller.run_finished, timeout=50_000) as blocker:
+        w.controller.start_convert()
+    assert blocker.args == ["succeeded"] and w.controller.session.complete
 
 
 def test_escape_cancels(demo_window, qtbot, slow_layers):
     from PySide6.QtCore import Qt
 
     w = demo_window
-    w.start_convert()
-    qtbot.waitUntil(lambda: len(w.session.results) >= 1, timeout=30_000)
-    with qtbot.waitSignal(w.run_finished, timeout=10_000) as blocker:
+    w.controller.start_convert()
+    qtbot.waitUntil(lambda: len(w.controller.session.results) >= 1, timeout=30_000)
+    with qtbot.waitSignal(w.controller.run_finished, timeout=10_000) as blocker:
         qtbot.keyClick(w, Qt.Key.Key_Escape)
     assert blocker.args == ["cancelled"]
 
@@ -49,13 +48,13 @@ def test_escape_cancels(demo_window, qtbot, slow_layers):
 def test_close_during_run_cancels_and_waits(demo_window, qtbot, slow_layers, tmp_path):
     w = demo_window
     w.export.path.setText(str(tmp_path / "x.safetensors"))
-    w.start_convert()
-    qtbot.waitUntil(lambda: len(w.session.results) >= 2, timeout=30_000)
-    assert w.runner.busy
+    w.controller.start_convert()
+    qtbot.waitUntil(lambda: len(w.controller.session.results) >= 2, timeout=30_000)
+    assert w.controller.runner.busy
     t0 = time.perf_counter()
     w.close()
     assert time.perf_counter() - t0 < 5.0
-    assert not w.runner.busy
+    assert not w.controller.runner.busy
     qtbot.waitUntil(lambda: not worker_threads(), timeout=5_000)
     assert not list(tmp_path.glob("*.safetensors"))
 
@@ -65,14 +64,14 @@ def test_window_stays_responsive_during_a_run(demo_window, qtbot, slow_layers):
     ticks = []
     timer = QTimer(interval=20, timeout=lambda: ticks.append(time.perf_counter()))
     timer.start()
-    w.start_convert()
-    qtbot.waitUntil(lambda: len(w.session.results) >= 4, timeout=30_000)
+    w.controller.start_convert()
+    qtbot.waitUntil(lambda: len(w.controller.session.results) >= 4, timeout=30_000)
     # switching layers, resizing and scrolling while the worker runs
-    w.select_layer(w.session.plan.layers[1].module)
+    w.state.select(w.controller.session.plan.layers[1].module)
     w.resize(1100, 700)
     w.table.verticalScrollBar().setValue(5)
-    assert w.heatmap.result is w.session.results[w.session.plan.layers[1].module]
-    qtbot.waitUntil(lambda: not w.runner.busy, timeout=50_000)
+    assert w.heatmap.result is w.controller.session.results[w.controller.session.plan.layers[1].module]
+    qtbot.waitUntil(lambda: not w.controller.runner.busy, timeout=50_000)
     timer.stop()
     gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
     assert len(ticks) > 50 and max(gaps) < 1.0, max(gaps)

@@ -1,0 +1,84 @@
+"""The window's actions, shortcuts and menus; they are enabled from the shared state."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+
+class Actions:
+    """Builds every QAction of ``win`` (a MainWindow) and its menu bar."""
+
+    def __init__(self, win):
+        self.win = win
+        ctl, state = win.controller, win.state
+
+        def act(text, slot, shortcut=None, tip=None):
+            a = QAction(text, win)
+            if shortcut:
+                a.setShortcut(QKeySequence(shortcut))
+                a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            if tip:
+                a.setStatusTip(tip)
+            a.triggered.connect(lambda _checked=False: slot())
+            win.addAction(a)
+            return a
+
+        self.demo = act("Open &demo inputs", win.open_demo)
+        self.convert = act("&Convert", ctl.start_convert, "Ctrl+R", "Run the transfer on every layer")
+        self.cancel = act("C&ancel", ctl.cancel, "Esc", "Stop after the current layer")
+        self.export = act("&Export LoRA", win.start_export, "Ctrl+E", "Write the converted LoRA")
+        self.plots = act("Export &plots as PNG…", self.export_plots_dialog, "Ctrl+Shift+P")
+        self.next = act("&Next layer", lambda: win.table.step(+1), "Ctrl+Down")
+        self.prev = act("&Previous layer", lambda: win.table.step(-1), "Ctrl+Up")
+        self.quit = act("&Quit", win.close, QKeySequence.StandardKey.Quit)
+        bar = win.menuBar()
+        m = bar.addMenu("&File")
+        for a in (self.demo, self.export, self.plots):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.quit)
+        m = bar.addMenu("&Run")
+        for a in (self.convert, self.cancel, self.next, self.prev):
+            m.addAction(a)
+        m = bar.addMenu("&View")
+        tm = m.addMenu("&Theme")
+        group = QActionGroup(win)
+        for name in ("system", "light", "dark"):
+            a = QAction(name.capitalize(), win, checkable=True)
+            a.setChecked(win.gs.theme == name)
+            a.triggered.connect(lambda _c=False, n=name: win.set_theme(n))
+            group.addAction(a)
+            tm.addAction(a)
+        m.addAction(win.controls_dock.toggleViewAction())
+        m.addAction(win.log_dock.toggleViewAction())
+        m = bar.addMenu("&Help")
+        m.addAction(act("&About CASA Studio", self.show_about))
+        state.job_changed.connect(self._job_changed)
+        self._job_changed(state.job)
+
+    def _job_changed(self, name: str) -> None:
+        running = self.win.state.running
+        self.convert.setEnabled(not running)
+        self.export.setEnabled(not running)
+        self.cancel.setEnabled(bool(name))
+
+    def show_about(self) -> None:
+        from .diagnostics import runtime_summary
+        from .settings_store import log_dir
+
+        text = runtime_summary().replace("; ", "\n")
+        QMessageBox.about(self.win, "About CASA Studio",
+                          "Moves a LoRA from a base video diffusion model onto a distilled variant "
+                          f"(CASA, closed form).\n\n{text}\n\nLogs: {log_dir()}")
+
+    def export_plots_dialog(self) -> None:
+        win = self.win
+        folder = QFileDialog.getExistingDirectory(win, "Write the plots into", win.export.export_dir or "")
+        if folder:
+            try:
+                paths = win.tabs.export_plots(folder)
+                win.messages.show_info(f"Wrote {len(paths)} plots to {folder}.")
+            except OSError as exc:
+                win.messages.show_error(f"Cannot write the plots: {exc}")

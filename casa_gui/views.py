@@ -1,0 +1,73 @@
+"""The view tabs: routing, clusters, spectra and risk of the selected layer, and the model overview."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtWidgets import QTabWidget
+
+from .overview import OverviewView
+from .plots.clusters import ClusterView
+from .plots.heatmap import HeatmapView
+from .plots.risk import RiskView
+from .plots.spectra import SpectraView
+
+log = logging.getLogger("casa_gui")
+
+TABS = (("routing", "Routing"), ("clusters", "Clusters"), ("spectra", "Spectra"), ("risk", "Risk"),
+        ("overview", "Overview"))
+LAYER_PAGES = ("routing", "clusters", "spectra", "risk")
+
+
+class ViewTabs(QTabWidget):
+    """Follows the selected layer (``show_layer``) and the overview figures; a bar click selects a layer."""
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.heatmap = HeatmapView()
+        self.clusters = ClusterView()
+        self.spectra = SpectraView()
+        self.risk = RiskView()
+        self.overview = OverviewView()
+        self.pages = {"routing": self.heatmap, "clusters": self.clusters, "spectra": self.spectra,
+                      "risk": self.risk, "overview": self.overview}
+        for key, label in TABS:
+            self.addTab(self.pages[key], label)
+        self.overview.layer_clicked.connect(state.select)
+        state.selected_changed.connect(self.overview.select)
+
+    def show_layer(self, info) -> None:
+        """Draw the selected layer (a controller.LayerInfo) on every layer page."""
+        for key in LAYER_PAGES:
+            self.pages[key].set_result(info.result)
+
+    def show_overview(self, data) -> None:
+        modules, results, drift = data
+        self.overview.set_data(modules, results, drift, self.state.selected)
+
+    def restyle(self) -> None:
+        for page in self.pages.values():
+            page.restyle()
+
+    def export_plots(self, folder) -> list[Path]:
+        """Write each view of the selected layer (and the overview) as PNG into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = (self.state.selected or "model").replace("/", "_")
+        out = []
+        for key, page in self.pages.items():
+            if page.showing_view:
+                name = "overview" if key == "overview" else f"{stem}-{key}"
+                out.append(page.export_png(folder / f"{name}.png"))
+        log.info("wrote %d plots to %s", len(out), folder)
+        return out
+
+    def restore_layout(self, qs) -> None:
+        tab = qs.value("tab")
+        if tab is not None:
+            self.setCurrentIndex(int(tab))
+
+    def save_layout(self, qs) -> None:
+        qs.setValue("tab", self.currentIndex())
