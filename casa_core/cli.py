@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rank", default=None, help="output rank: N, or 'full' (exact); default: the input's rank")
     for info in methods.all_params().values():
         c.add_argument(_flag(info.name), dest=info.name, type=float, default=None, metavar="X",
-                       help=f"{info.help} (default {info.default:g}; {_owners(info.name)})")
+                       help=f"{info.help} (default {info.default:g}; {_owners(info.name)})".replace("%", "%%"))
     c.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     c.add_argument("--precision", default="auto", choices=("auto", "float32", "float64"))
     c.add_argument("--workers", type=int, default=None,

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from casa_core import __version__
+from casa_core.api import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from casa_core.resources import resource_dir
+    from casa_core.api import resource_dir
 
     from . import theme
     from .diagnostics import install_excepthook, runtime_summary, setup_logging

@@ -16,8 +16,7 @@ from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from casa_core.errors import CasaError
-from casa_core.settings import RunOptions, TransferSettings
+from casa_core.api import CasaError, RunOptions, TransferSettings
 
 from . import session as jobs
 from .session import Session
@@ -28,8 +27,8 @@ log = logging.getLogger("casa_gui")
 
 
 @dataclass(frozen=True)
-class Conversion:
-    """What a conversion was started with, and whether an export follows it."""
+class Run:
+    """What a conversion run was started with, and whether an export follows it."""
     settings: TransferSettings
     options: RunOptions
     t0: float
@@ -56,7 +55,7 @@ class Export:
 class LayerInfo:
     """The selected layer as the views show it."""
     module: str | None
-    result: object | None          # engine.LayerResult
+    result: object | None          # LayerResult
     settings: TransferSettings     # what it runs with (its override, or the global settings)
     tunable: bool                  # converted, so it can be re-arbitrated alone
     overridden: bool
@@ -156,7 +155,7 @@ class Controller(QObject):
         self._busy_changed()
         if task is not None:
             run = task.context
-            if isinstance(run, Conversion) and run.export_after and task.outcome == (self.run_finished, "succeeded"):
+            if isinstance(run, Run) and run.export_after and task.outcome == (self.run_finished, "succeeded"):
                 self.start_export(report=run.report)
             if task.outcome is not None:
                 task.outcome[0].emit(task.outcome[1])
@@ -219,8 +218,8 @@ class Controller(QObject):
 
     def _on_inspect_item(self, task: Task, item) -> None:
         if isinstance(item, jobs.PlanReady):
-            plan = item.plan
-            self.session.plan = plan
+            self.session.conversion = item.conversion
+            plan = item.conversion.plan
             self.plan_changed.emit(plan)
             desc = plan.describe()
             n_pass = len(plan.passed) + len(plan.lora.other_keys)
@@ -275,8 +274,8 @@ class Controller(QObject):
         log.info("converting %d layers: %s, rank %s, device %s, precision %s, %d per-layer overrides",
                  n, settings.to_dict(), options.rank or "same as input", options.device, options.precision,
                  len(options.overrides))
-        self._start(Job("conversion", jobs.convert_job(plan, settings, options), total=n),
-                    Conversion(settings, options, time.perf_counter(), export_after, report),
+        self._start(Job("conversion", jobs.convert_job(self.session.conversion, settings, options), total=n),
+                    Run(settings, options, time.perf_counter(), export_after, report),
                     item=self._on_result, progress=lambda _t, *a: self.progress.emit(*a), ok=self._on_run_succeeded,
                     cancelled=self._on_run_cancelled, failed=self._on_run_failed)
         return True
@@ -285,9 +284,7 @@ class Controller(QObject):
         self.session.results[res.name] = res
         self.result_ready.emit(res)
         i = self.session.index_of(res.name)
-        log.info("[%d/%d] %s %s k=%d clusters=%d dominant=%.2f capped=%d energy=%.3f %.2fs", i + 1,
-                 len(self.session.plan.layers), res.name, "x".join(map(str, res.shape)), res.k, res.n_clusters,
-                 res.dominant_share, res.n_capped, res.energy_kept, res.seconds)
+        log.info("[%d/%d] %s %s", i + 1, len(self.session.plan.layers), res.name, res.summary())
         if self.state.selected is None:
             self.state.selected = res.name
         elif self.state.selected == res.name:
@@ -295,7 +292,7 @@ class Controller(QObject):
         self._overview_timer.start()
 
     def _on_run_succeeded(self, task: Task) -> None:
-        run: Conversion = task.context
+        run: Run = task.context
         s = self.session
         s.run_settings, s.run_options = run.settings, run.options
         s.run_seconds = secs = time.perf_counter() - run.t0
@@ -360,13 +357,11 @@ class Controller(QObject):
         if res is None or res.views is None or self.runner.busy or s.run_options is None:
             return
         options = replace(s.run_options, overrides={})
-        if s.state is not None and s.state[0] == jobs.state_key(options, m):
+        method = s.settings_for(m, s.run_settings).method
+        if s.has_analysis(m, options, s.settings_for(m, s.run_settings)):
             return
-        self._start(Job("layer cache", jobs.state_job(s.plan, m, options)), m, item=self._on_state,
+        self._start(Job("layer cache", jobs.state_job(s.conversion, m, options, method)), m,
                     failed=self._on_state_failed)
-
-    def _on_state(self, _task: Task, item) -> None:
-        self.session.state = (item.state_key, item.state)
 
     def _on_state_failed(self, task: Task, message: str) -> None:
         log.warning("could not cache the spectra of %s: %s", task.context, message)
@@ -388,19 +383,17 @@ class Controller(QObject):
             self.message.emit("error", "Convert first (and wait for the run to finish) to tune a single layer.")
             return False
         options = replace(s.run_options, overrides={})
-        cached = s.state
-        hit = cached is not None and cached[0] == jobs.state_key(options, what.module)
         st = what.settings
-        log.info("%s: re-arbitrating with tau=%g q_dom=%g q_act=%g (%s)", what.module, st.tau, st.q_dom, st.q_act,
-                 "cached spectra, no new SVD" if hit else "computing its spectra once")
-        self._start(Job("re-arbitration", jobs.rearbitrate_job(s.plan, what.module, st, options, cached)), what,
+        log.info("%s: re-arbitrating with %s (%s)", what.module, st.to_dict(),
+                 "cached spectra, no new SVD" if s.has_analysis(what.module, options, st)
+                 else "computing its spectra once")
+        self._start(Job("re-arbitration", jobs.rearbitrate_job(s.conversion, what.module, st, options)), what,
                     item=self._on_rearbitrated, failed=self._error)
         return True
 
     def _on_rearbitrated(self, task: Task, item) -> None:
         what: Override = task.context
         s, module = self.session, what.module
-        s.state = (item.state_key, item.state)
         s.results[module] = item.result
         if what.add:
             s.overrides[module] = what.settings
@@ -409,18 +402,15 @@ class Controller(QObject):
         s.run_options = replace(s.run_options, overrides=dict(s.overrides))
         self.result_ready.emit(item.result)
         self.overrides_changed.emit(dict(s.overrides))
-        r = item.result
-        log.info("%s: clusters=%d dominant=%.2f capped=%d energy=%.3f", module, r.n_clusters, r.dominant_share,
-                 r.n_capped, r.energy_kept)
+        log.info("%s: %s", module, item.result.summary())
         if module == self.state.selected:
             self.show_layer()
         self._overview_timer.start()
         task.outcome = (self.rearbitrated, module)
 
     def apply_all(self, settings: TransferSettings) -> bool:
-        """Make ``settings``' thresholds the global ones and rerun every layer (overrides are kept)."""
-        self.state.settings = replace(self.state.settings, tau=settings.tau, q_dom=settings.q_dom,
-                                      q_act=settings.q_act)
+        """Make ``settings`` the global ones and rerun every layer (overrides are kept)."""
+        self.state.settings = settings
         return self.start_convert()
 
     # ---- export ---------------------------------------------------------------
@@ -450,7 +440,7 @@ class Controller(QObject):
         options = s.options(options)
         self.exporting.emit(out)
         log.info("exporting to %s (format %s, dtype %s)", out, options.out_format, options.out_dtype)
-        self._start(Job("export", jobs.export_job(s.plan, s.results, out, s.run_settings, options)),
+        self._start(Job("export", jobs.export_job(s.conversion, out, s.run_settings, options)),
                     Export(options, report), item=self._on_exported, failed=self._error)
         return True
 
@@ -465,7 +455,7 @@ class Controller(QObject):
         note = ("info", f"Wrote {info.path}.")
         if run.report:
             try:
-                path = jobs.write_report(s.plan, s.results, s.run_settings, run.options, info, s.run_seconds)
+                path = jobs.write_report(s.conversion, run.options, info, s.run_seconds)
                 log.info("wrote the run report %s", path)
             except (OSError, CasaError) as exc:
                 note = ("error", f"The LoRA was written, but not its report: {exc}")

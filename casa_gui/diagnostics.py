@@ -40,8 +40,7 @@ def runtime_summary() -> str:
     import torch
     from PySide6 import __version__ as pyside_version
 
-    from casa_core import __version__
-    from casa_core.pipeline import resolve_device
+    from casa_core.api import __version__, resolve_device
 
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
     dev = resolve_device("auto")

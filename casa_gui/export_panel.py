@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from casa_core.settings import DTYPES, FORMATS
+from casa_core.api import DTYPES, FORMATS
 
 from .settings_panel import rank_combo, set_text_quietly
 

@@ -8,6 +8,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
+from .params_form import describe
+
 COLUMNS = ("Layer", "Shape", "Rank", "Scale", "Drift", "Status", "k", "Clusters", "Dominant", "Capped",
            "Energy kept", "Override")
 TIPS = {
@@ -18,6 +20,9 @@ TIPS = {
     "Capped": "entries whose magnitude the rule capped",
     "Energy kept": "energy of the update kept by the output rank",
 }
+# columns that show a method's per-layer figures: (name in the run report, format)
+DIAGNOSTIC_COLUMNS = {"k": ("k", "d"), "Clusters": ("clusters", "d"), "Dominant": ("dominant_share", ".2f"),
+                      "Capped": ("capped", "d")}
 
 
 class Row:
@@ -109,8 +114,7 @@ class LayerModel(QAbstractTableModel):
             if col == "Status":
                 return r.status
             if col == "Override" and r.override is not None:
-                o = r.override
-                return f"tau={o.tau:g}, q_dom={o.q_dom:g}, q_act={o.q_act:g}"
+                return ", ".join(f"{k}={v}" for k, v in r.override.to_dict().items())
             return r.module if col == "Layer" else None
         if role == Qt.ItemDataRole.ForegroundRole and r.passed:
             return QColor("#888888")
@@ -136,12 +140,15 @@ class LayerModel(QAbstractTableModel):
         if col == "Status":
             return r.status
         if col == "Override":
-            o = r.override
-            return "" if o is None else f"τ {o.tau:g} · q_dom {o.q_dom:g} · q_act {o.q_act:g}"
+            return "" if r.override is None else describe(r.override)
         if res is None:
             return ""
-        return {"k": str(res.k), "Clusters": str(res.n_clusters), "Dominant": _f(res.dominant_share, ".2f"),
-                "Capped": str(res.n_capped), "Energy kept": _f(res.energy_kept, ".3f")}.get(col, "")
+        if col == "Energy kept":
+            return _f(res.energy_kept, ".3f")
+        # the method's own figures, by their report names (blank where a method has none)
+        fig = res.diagnostics.figures() if res.diagnostics is not None else {}
+        key, fmt = DIAGNOSTIC_COLUMNS.get(col, (None, ""))
+        return "" if fig.get(key) is None else format(fig[key], fmt)
 
 
 class LayerTable(QTableView):

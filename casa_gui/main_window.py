@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from casa_core.resources import demo_inputs
+from casa_core.api import demo_inputs
 
 from . import theme
 from .actions import Actions

@@ -1,4 +1,4 @@
-"""The Override panel: thresholds for the selected layer only, or for all layers; the list of overrides."""
+"""The Override panel: a method's parameters for the selected layer only, or for all layers; the overrides."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from casa_core.errors import CasaError
-from casa_core.settings import TransferSettings
+from casa_core.api import CasaError, TransferSettings
 
-from .settings_panel import TIPS, threshold_spin
+from .params_form import ParamsForm, describe, method_combo
 
 
 class OverridePanel(QGroupBox):
-    """Edits tau, q_dom, q_act; applies them to one layer or as the global settings."""
+    """Edits a method and its parameters; applies them to one layer or as the global settings."""
 
     apply_layer = Signal(str, object)      # module, TransferSettings
     apply_all = Signal(object)             # TransferSettings
@@ -34,13 +33,12 @@ class OverridePanel(QGroupBox):
         self.base = TransferSettings()
         self.layer_label = QLabel("Select a layer (after a run) to tune it alone.")
         self.layer_label.setWordWrap(True)
-        self.tau = threshold_spin(0.5, 100.0, TIPS["tau"])
-        self.q_dom = threshold_spin(0.5, 1.0, TIPS["q_dom"])
-        self.q_act = threshold_spin(0.85, 1.0, TIPS["q_act"])
+        self.method = method_combo()
+        self.params = ParamsForm()
+        self.method.currentIndexChanged.connect(self._switch_method)
         form = QFormLayout()
-        form.addRow("τ (tau)", self.tau)
-        form.addRow("q_dom", self.q_dom)
-        form.addRow("q_act", self.q_act)
+        form.addRow("Method", self.method)
+        form.addRow(self.params)
         self.layer_btn = QPushButton("Apply to this layer")
         self.layer_btn.setToolTip("Re-arbitrate the selected layer from its cached spectra (no new SVD)")
         self.all_btn = QPushButton("Apply to all layers")
@@ -70,7 +68,12 @@ class OverridePanel(QGroupBox):
         state.job_changed.connect(lambda _name: self.set_enabled(not state.running))
 
     def values(self) -> TransferSettings:
-        return self.base.with_(tau=self.tau.value(), q_dom=self.q_dom.value(), q_act=self.q_act.value())
+        """The shown method and values (raises CasaError when the method refuses them)."""
+        return self.params.settings()
+
+    def _switch_method(self, *_args) -> None:
+        method = self.method.currentData()
+        self.params.show_settings(self.base if method == self.base.method else self.base.with_(method=method))
 
     def show_layer(self, info) -> None:
         """Show the selected layer (a controller.LayerInfo) and the thresholds it runs with."""
@@ -79,13 +82,15 @@ class OverridePanel(QGroupBox):
     def _show(self, module: str | None, settings: TransferSettings, has_result: bool, overridden: bool) -> None:
         self.module = module
         self.base = settings
-        for w, v in ((self.tau, settings.tau), (self.q_dom, settings.q_dom), (self.q_act, settings.q_act)):
-            w.setValue(v)
+        self.method.blockSignals(True)
+        self.method.setCurrentIndex(max(0, self.method.findData(settings.method)))
+        self.method.blockSignals(False)
+        self.params.show_settings(settings)
         if module is None:
             self.layer_label.setText("Select a layer (after a run) to tune it alone.")
         else:
             self.layer_label.setText(f"<b>{module}</b>" + (" (overridden)" if overridden else ""))
-        self._layer_ok = module is not None and has_result and settings.method == "casa"
+        self._layer_ok = module is not None and has_result
         self._refresh_enabled()
 
     def set_enabled(self, enabled: bool) -> None:
@@ -100,7 +105,7 @@ class OverridePanel(QGroupBox):
     def set_overrides(self, overrides: dict[str, TransferSettings]) -> None:
         self.list.clear()
         for module, s in sorted(overrides.items()):
-            item = QListWidgetItem(f"{module}: τ {s.tau:g} · q_dom {s.q_dom:g} · q_act {s.q_act:g}")
+            item = QListWidgetItem(f"{module}: {describe(s)}")
             item.setData(Qt.ItemDataRole.UserRole, module)
             self.list.addItem(item)
         self._refresh_enabled()

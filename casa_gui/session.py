@@ -1,7 +1,7 @@
-"""What the window is working on: sources, plan, results, overrides (no Qt, no CASA math).
+"""What the window is working on: the open conversion, what the window shows of it, the overrides.
 
-The job functions here are the generators the worker runs; each one is a thin
-call into casa_core and honours the cancel flag between layers.
+No Qt and no CASA math. The job functions here are the generators the worker runs; each
+one is a thin call into the core's ``Conversion`` and honours the cancel flag between layers.
 """
 
 from __future__ import annotations
@@ -11,17 +11,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from casa_core import pipeline
-from casa_core.drift import layer_drift
-from casa_core.errors import Cancelled
-from casa_core.settings import RunOptions, TransferSettings
+from casa_core.api import Cancelled, Conversion, RunOptions, TransferSettings
 
 GUI_VIEW_SIZE = 128
 
 
 @dataclass(frozen=True)
 class PlanReady:
-    plan: pipeline.Plan
+    conversion: Conversion
 
 
 @dataclass(frozen=True)
@@ -33,42 +30,45 @@ class DriftReady:
 @dataclass(frozen=True)
 class Rearbitrated:
     module: str
-    state_key: tuple
-    state: object          # engine.LayerState
-    result: object         # engine.LayerResult
+    result: object         # LayerResult
 
 
 @dataclass(frozen=True)
 class StateReady:
     module: str
-    state_key: tuple
-    state: object          # engine.LayerState
 
 
 @dataclass(frozen=True)
 class Exported:
-    info: object           # export.ExportInfo
+    info: object           # ExportInfo
 
 
 @dataclass
 class Session:
-    """The plan of the open sources and everything computed from it."""
-    plan: pipeline.Plan | None = None
+    """The open conversion and what the window shows of it.
+
+    ``results`` is the window's own copy, filled on the GUI thread from what the jobs
+    yield (the conversion fills its own in the worker thread); ``overrides`` are the
+    user's per-layer settings, given to every run.
+    """
+    conversion: Conversion | None = None
     drift: dict[str, float] = field(default_factory=dict)
     results: dict = field(default_factory=dict)                 # module -> LayerResult
     overrides: dict[str, TransferSettings] = field(default_factory=dict)
     run_settings: TransferSettings | None = None                # what ``results`` were computed with
     run_options: RunOptions | None = None
     run_seconds: float | None = None                            # how long that run took
-    state: tuple | None = None                                  # (state_key, LayerState) of one layer
+
+    @property
+    def plan(self):
+        return self.conversion.plan if self.conversion is not None else None
 
     def reset(self) -> None:
-        self.plan = None
+        self.conversion = None
         self.drift.clear()
         self.results.clear()
         self.overrides.clear()
         self.run_settings = self.run_options = self.run_seconds = None
-        self.state = None
 
     @property
     def complete(self) -> bool:
@@ -95,9 +95,9 @@ class Session:
         return (settings != self.run_settings or options.rank != ro.rank or options.precision != ro.precision
                 or options.device != ro.device)
 
-
-def state_key(options: RunOptions, module: str) -> tuple:
-    return (module, options.precision, options.device)
+    def has_analysis(self, module: str, options: RunOptions, settings: TransferSettings) -> bool:
+        """Whether the conversion keeps this layer's analysis (concluding it again needs no SVD)."""
+        return self.conversion is not None and self.conversion.has_analysis(module, options, settings.method)
 
 
 # ---- jobs (run by worker.Job in a background thread) ----------------------
@@ -105,71 +105,48 @@ def state_key(options: RunOptions, module: str) -> tuple:
 def inspect_job(base: str, target: str, lora: str, layers: str | None = None):
     """Open the sources and plan (headers only), then the drift of each layer (reads, no SVD)."""
     def run(cancel: threading.Event) -> Iterator:
-        plan = pipeline.make_plan(*pipeline.open_sources(base, target, lora), layers=layers)
-        yield PlanReady(plan)
-        for lp in plan.layers:
+        conv = Conversion.open(base, target, lora, layers=layers)
+        yield PlanReady(conv)
+        for lp in conv.plan.layers:
             if cancel.is_set():
                 raise Cancelled()
-            yield DriftReady(lp.module, layer_drift(plan, lp))
+            yield DriftReady(lp.module, conv.drift(lp.module))
     return run
 
 
-def convert_job(plan, settings: TransferSettings, options: RunOptions):
+def convert_job(conv: Conversion, settings: TransferSettings, options: RunOptions):
     def run(cancel: threading.Event) -> Iterator:
-        yield from pipeline.iter_transfer(plan, settings, options, cancel)
+        yield from conv.layers(settings, options, cancel)
     return run
 
 
-def rearbitrate_job(plan, module: str, settings: TransferSettings, options: RunOptions, cached=None):
-    """Re-arbitrate one layer: the SVD only when ``cached`` (key, LayerState) does not fit."""
-    from casa_core import engine
-
+def rearbitrate_job(conv: Conversion, module: str, settings: TransferSettings, options: RunOptions):
+    """Conclude one layer again: its analysis kept by the conversion, or made once."""
     def run(cancel: threading.Event) -> Iterator:
-        key = state_key(options, module)
-        if cached is not None and cached[0] == key:
-            st = cached[1]
-        else:
-            st = pipeline.layer_state(plan, plan_layer(plan, module), options)
+        conv.analysis(module, options, settings.method)
         if cancel.is_set():
             raise Cancelled()
-        yield Rearbitrated(module, key, st, engine.conclude(st, settings.validate(), options.rank,
-                                                           options.view_size))
+        yield Rearbitrated(module, conv.rearbitrate(module, settings.validate(), options))
     return run
 
 
-def state_job(plan, module: str, options: RunOptions):
-    """Read one layer and cache its spectral analysis (one SVD), so overrides on it are instant."""
+def state_job(conv: Conversion, module: str, options: RunOptions, method: str):
+    """Read one layer and keep its analysis (one SVD), so overrides on it are instant."""
     def run(cancel: threading.Event) -> Iterator:
-        # one indivisible step: a cancel lets it finish, so the cache is never wasted
-        yield StateReady(module, state_key(options, module),
-                         pipeline.layer_state(plan, plan_layer(plan, module), options))
+        # one indivisible step: a cancel lets it finish, so the analysis is never wasted
+        conv.analysis(module, options, method)
+        yield StateReady(module)
     return run
 
 
-def export_job(plan, results: dict, output, settings: TransferSettings, options: RunOptions):
+def export_job(conv: Conversion, output, settings: TransferSettings, options: RunOptions):
     def run(cancel: threading.Event) -> Iterator:
-        yield Exported(pipeline.export_results(plan, dict(results), output, settings, options))
+        yield Exported(conv.export(output, settings, options))
     return run
 
 
-def write_report(plan, results: dict, settings: TransferSettings, options: RunOptions, info,
-                 seconds: float | None) -> Path:
-    """Write the run report beside the exported LoRA (``X.report.json``); returns its path.
-
-    The one place the GUI builds a report: it goes once the core's conversion hands one back.
-    """
-    from casa_core.report import build_report
-    from casa_core.report import write_report as write_json
-
-    report = build_report(plan, [results[lp.module] for lp in plan.layers], settings, options, info, seconds,
-                          str(pipeline.resolve_device(options.device)))
+def write_report(conv: Conversion, options: RunOptions, info, seconds: float | None) -> Path:
+    """Write the conversion's run report beside the exported LoRA (``X.report.json``); returns its path."""
     path = Path(info.path).with_suffix(".report.json")
-    write_json(report, path)
+    conv.report(info, options=options, seconds=seconds).write(path)
     return path
-
-
-def plan_layer(plan, module: str):
-    for lp in plan.layers:
-        if lp.module == module:
-            return lp
-    raise KeyError(module)

@@ -1,13 +1,10 @@
-"""The Convert panel: method, thresholds, output rank, device, precision; Convert and Cancel."""
+"""The Convert panel: method and its parameters, output rank, device, precision; Convert and Cancel."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -17,28 +14,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from casa_core.settings import PRECISIONS, TransferSettings
+from casa_core.api import PRECISIONS, CasaError, TransferSettings
 
 from .devices import list_devices
+from .params_form import ParamsForm, method_combo
 
 RANKS = ("same", "4", "8", "16", "32", "64", "128", "full")
-TIPS = {
-    "tau": "cluster linking threshold: how strongly two routing directions must couple to share a cluster",
-    "q_dom": "dominance quantile: clusters above it make their rows and columns dominant",
-    "q_act": "capping quantile of the risk score: entries above it are capped",
-    "rank": "output rank: 'same' keeps the LoRA's rank, 'full' is exact (large files)",
-}
-
-
-def threshold_spin(value: float, maximum: float, tip: str) -> QDoubleSpinBox:
-    s = QDoubleSpinBox()
-    s.setRange(0.0, maximum)
-    s.setDecimals(3)
-    s.setSingleStep(0.05)
-    s.setValue(value)
-    s.setToolTip(tip)
-    s.setKeyboardTracking(False)
-    return s
+RANK_TIP = "output rank: 'same' keeps the LoRA's rank, 'full' is exact (large files)"
 
 
 def rank_combo(value: str) -> QComboBox:
@@ -46,7 +28,7 @@ def rank_combo(value: str) -> QComboBox:
     c.setEditable(True)
     c.addItems(RANKS)
     c.setEditText(value or "same")
-    c.setToolTip(TIPS["rank"])
+    c.setToolTip(RANK_TIP)
     return c
 
 
@@ -59,13 +41,11 @@ class ConvertPanel(QGroupBox):
     def __init__(self, gs, state, parent=None):
         super().__init__("2 · Convert", parent)
         self.state = state
-        self.method = QComboBox()
-        self.method.addItem("CASA (spectral arbitration)", "casa")
-        self.method.addItem("Direct (reuse the LoRA as is)", "direct")
-        self.method.setCurrentIndex(max(0, self.method.findData(gs.method)))
-        self.tau = threshold_spin(gs.tau, 100.0, TIPS["tau"])
-        self.q_dom = threshold_spin(gs.q_dom, 1.0, TIPS["q_dom"])
-        self.q_act = threshold_spin(gs.q_act, 1.0, TIPS["q_act"])
+        start = gs.transfer_settings()
+        self.method = method_combo(start.method)
+        self.params = ParamsForm()
+        self.params.show_settings(start)
+        self._remembered = dict(gs.params)      # each method's last values, for switching back
         self.rank = rank_combo(gs.rank)
         self.device = QComboBox()
         for d in list_devices():
@@ -78,9 +58,7 @@ class ConvertPanel(QGroupBox):
         self.precision.setToolTip("auto: float32 with exact checks; float64 is slower and exact")
         form = QFormLayout()
         form.addRow("Method", self.method)
-        form.addRow("τ (tau)", self.tau)
-        form.addRow("q_dom", self.q_dom)
-        form.addRow("q_act", self.q_act)
+        form.addRow(self.params)
         form.addRow("Output rank", self.rank)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.precision)
@@ -108,41 +86,47 @@ class ConvertPanel(QGroupBox):
         self._push_settings()
         state.rank = self.rank.currentText()
         self._push_device()
-        for w in (self.tau, self.q_dom, self.q_act):
-            w.valueChanged.connect(self._push_settings)
-        self.method.currentIndexChanged.connect(self._push_settings)
+        self.params.changed.connect(self._push_settings)
+        self.method.currentIndexChanged.connect(self._switch_method)
         self.device.currentIndexChanged.connect(self._push_device)
         self.precision.currentIndexChanged.connect(self._push_device)
         self.rank.currentTextChanged.connect(lambda t: setattr(state, "rank", t))
         state.settings_changed.connect(self._show_settings)
         state.rank_changed.connect(lambda t: set_text_quietly(self.rank, t))
         state.job_changed.connect(lambda _name: self.set_running(state.running))
-        self._method_changed()
+        self._refresh_enabled()
+
+    def _switch_method(self, *_args) -> None:
+        """Another method: its remembered (or default) values."""
+        self._remembered[self.state.settings.method] = self.state.settings.params.to_dict()
+        method = self.method.currentData()
+        try:
+            s = TransferSettings.of(method, **self._remembered.get(method, {}))
+        except CasaError:
+            s = TransferSettings.of(method)
+        self.params.show_settings(s)
+        self._push_settings()
 
     def _push_settings(self, *_args) -> None:
-        self.state.settings = replace(self.state.settings, method=self.method.currentData(), tau=self.tau.value(),
-                                      q_dom=self.q_dom.value(), q_act=self.q_act.value())
-        self._method_changed()
+        try:
+            self.state.settings = self.params.settings()
+        except CasaError:   # the spin boxes keep values in range; a method may still refuse a combination
+            pass
+        self._refresh_enabled()
 
     def _push_device(self, *_args) -> None:
         self.state.device = self.device.currentData()
         self.state.precision = self.precision.currentText()
 
     def _show_settings(self, s: TransferSettings) -> None:
-        widgets = (self.method, self.tau, self.q_dom, self.q_act)
-        for w in widgets:
-            w.blockSignals(True)
+        self.method.blockSignals(True)
         self.method.setCurrentIndex(max(0, self.method.findData(s.method)))
-        for w, v in ((self.tau, s.tau), (self.q_dom, s.q_dom), (self.q_act, s.q_act)):
-            w.setValue(v)
-        for w in widgets:
-            w.blockSignals(False)
-        self._method_changed()
+        self.method.blockSignals(False)
+        self.params.show_settings(s)
+        self._refresh_enabled()
 
-    def _method_changed(self) -> None:
-        casa = self.method.currentData() == "casa"
-        for w in (self.tau, self.q_dom, self.q_act):
-            w.setEnabled(casa and not self.state.running)
+    def _refresh_enabled(self) -> None:
+        self.params.set_editable(not self.state.running)
 
     def rank_text(self) -> str:
         return self.rank.currentText().strip()
@@ -152,7 +136,7 @@ class ConvertPanel(QGroupBox):
         self.cancel_btn.setEnabled(running)
         for w in (self.method, self.rank, self.device, self.precision):
             w.setEnabled(not running)
-        self._method_changed()
+        self._refresh_enabled()
 
     def show_progress(self, done: int, total: int, eta: float) -> None:
         """A run's progress; ``eta < 0``: it is starting."""
@@ -162,8 +146,8 @@ class ConvertPanel(QGroupBox):
         self.eta.setText("starting…" if eta < 0 else f"ETA {eta:.0f} s" if done < total else "finishing…")
 
     def save_settings(self, gs) -> None:
-        s = self.state.settings
-        gs.method, gs.tau, gs.q_dom, gs.q_act = s.method, s.tau, s.q_dom, s.q_act
+        gs.params = {**gs.params, **self._remembered}
+        gs.keep_settings(self.state.settings)
         gs.rank = self.rank_text()
         gs.device = self.device.currentData()
         gs.precision = self.precision.currentText()

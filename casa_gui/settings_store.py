@@ -47,9 +47,7 @@ class GuiSettings:
     lora: str = ""
     recent: dict[str, list[str]] = field(default_factory=lambda: {r: [] for r in ROLES})
     method: str = "casa"
-    tau: float = 0.5
-    q_dom: float = 0.5
-    q_act: float = 0.85
+    params: dict[str, dict[str, float]] = field(default_factory=dict)   # method -> its parameters' values
     rank: str = "same"
     device: str = "auto"
     precision: str = "auto"
@@ -57,6 +55,26 @@ class GuiSettings:
     out_dtype: str = "same"
     export_dir: str = ""
     theme: str = "system"            # system | light | dark
+
+    def transfer_settings(self):
+        """The remembered method and its parameters (defaults where a value is missing or out of range)."""
+        from casa_core.api import CasaError, TransferSettings, methods
+
+        try:
+            method = methods.get(self.method).name
+        except CasaError:
+            method = methods.names()[0]
+        own = {p.name for p in methods.get(method).Params.describe()}
+        values = {k: v for k, v in self.params.get(method, {}).items() if k in own}
+        try:
+            return TransferSettings.of(method, **values)
+        except CasaError:
+            return TransferSettings.of(method)
+
+    def keep_settings(self, s) -> None:
+        """Remember ``s`` (the other methods' values stay as they were)."""
+        self.method = s.method
+        self.params = {**self.params, s.method: s.params.to_dict()}
 
     def remember(self, role: str, path: str) -> None:
         """Make ``path`` the last and most recent source for ``role``."""
@@ -78,6 +96,10 @@ class GuiSettings:
             return cls()
         out = cls()
         known = {f.name: f for f in fields(cls)}
+        if isinstance(raw, dict):   # settings of 0.1.0 kept CASA's thresholds at the top level
+            old = {k: raw.pop(k) for k in ("tau", "q_dom", "q_act") if isinstance(raw.get(k), (int, float))}
+            if old and "params" not in raw:
+                raw["params"] = {"casa": old}
         for k, v in raw.items() if isinstance(raw, dict) else ():
             if k not in known:
                 continue
@@ -86,6 +108,11 @@ class GuiSettings:
                 if isinstance(v, dict):
                     out.recent = {r: [str(p) for p in v.get(r, []) if isinstance(p, str)][:MAX_RECENT]
                                   for r in ROLES}
+            elif k == "params":
+                if isinstance(v, dict):
+                    out.params = {str(m): {str(n): float(x) for n, x in vals.items()
+                                           if isinstance(x, (int, float)) and not isinstance(x, bool)}
+                                  for m, vals in v.items() if isinstance(vals, dict)}
             elif isinstance(default, float) and isinstance(v, (int, float)):
                 setattr(out, k, float(v))
             elif isinstance(default, str) and isinstance(v, str):

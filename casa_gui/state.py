@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from casa_core.settings import RunOptions, TransferSettings, parse_rank
+from casa_core.api import CasaError, RunOptions, TransferSettings, parse_rank
 
 from .qt_compat import pin_singletons
 
@@ -77,8 +77,6 @@ class AppState(QObject):
                           out_format=self.out_format, out_dtype=self.out_dtype).validate()
 
     def run_options_or_none(self) -> RunOptions | None:
-        from casa_core.errors import CasaError
-
         try:
             return self.run_options()
         except CasaError:

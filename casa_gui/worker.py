@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterator
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, Signal, Slot
 
-from casa_core.errors import Cancelled, CasaError
-
-from .cli_hints import in_window_words
+from casa_core.api import Cancelled, CasaError
 
 log = logging.getLogger("casa_gui")
 
@@ -33,8 +31,8 @@ _abandoned: list[tuple[QThread, QObject]] = []
 
 
 def user_message(exc: BaseException) -> str:
-    """One line for the user: a CasaError's own text (core hints that name CLI flags: see cli_hints)."""
-    return in_window_words(exc) or str(exc)
+    """One line for the user: a CasaError's own text (the core names settings, never CLI flags)."""
+    return str(exc)
 
 
 class Job(QObject):
@@ -96,7 +94,7 @@ class Job(QObject):
             self.failed.emit(user_message(exc))
         except Exception as exc:  # a bug or an OS error: log the stack, show one line
             log.error("%s failed:\n%s", self.name, traceback.format_exc())
-            self.failed.emit(in_window_words(exc) or f"{self.name} failed: {type(exc).__name__}: {exc}")
+            self.failed.emit(f"{self.name} failed: {type(exc).__name__}: {exc}")
         else:
             self.succeeded.emit()
 

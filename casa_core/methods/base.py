@@ -18,9 +18,10 @@ from ..errors import CasaError
 
 
 def param(default: float, help: str, *, minimum: float | None = None, maximum: float | None = None,
-          step: float = 0.05):
-    """A method parameter: a dataclass field with its help text and bounds."""
-    return _field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum, "step": step})
+          step: float = 0.05, label: str | None = None):
+    """A method parameter: a dataclass field with its help text, bounds and (for forms) a label."""
+    return _field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum, "step": step,
+                                             "label": label})
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class ParamInfo:
     minimum: float | None
     maximum: float | None
     step: float
+    label: str
+
+    def text(self, value) -> str:
+        """``label value`` for compact lists (an override's parameters)."""
+        return f"{self.label} {value:g}"
 
     def check(self, value: Any) -> None:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -59,7 +65,7 @@ class MethodParams:
             meta = f.metadata
             default = f.default if f.default is not MISSING else None
             out.append(ParamInfo(f.name, default, meta.get("help", ""), meta.get("minimum"),
-                                 meta.get("maximum"), meta.get("step", 0.05)))
+                                 meta.get("maximum"), meta.get("step", 0.05), meta.get("label") or f.name))
         return tuple(out)
 
     def validate(self):
@@ -85,7 +91,8 @@ class TransferMethod(Protocol):
     """One way of moving a LoRA onto the target (see the module docstring)."""
 
     name: ClassVar[str]
-    title: ClassVar[str]
+    title: ClassVar[str]              # one line for `casa methods` and --help
+    label: ClassVar[str]              # a short name for the GUI's method list
     Params: ClassVar[type[MethodParams]]
     uses_models: ClassVar[bool]       # whether ``analyse`` needs the base and target (a PairState)
 

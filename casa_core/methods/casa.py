@@ -27,11 +27,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CasaParams(MethodParams):
-    tau: float = param(0.5, "cluster linking threshold", minimum=0.0)
-    q_dom: float = param(0.5, "dominant-cluster quantile", minimum=0.0, maximum=1.0)
-    q_act: float = param(0.85, "capping quantile of the risk", minimum=0.0, maximum=1.0)
-    energy: float = param(0.90, "share of a square layer's spectral energy its top directions hold",
-                          minimum=0.0, maximum=1.0)
+    tau: float = param(0.5, "cluster linking threshold: how strongly two routing directions must couple "
+                       "to share a cluster", minimum=0.0, label="τ (tau)")
+    q_dom: float = param(0.5, "dominance quantile: clusters above it make their rows and columns dominant",
+                         minimum=0.0, maximum=1.0)
+    q_act: float = param(0.85, "capping quantile of the risk score: entries above it are capped",
+                         minimum=0.0, maximum=1.0)
+    energy: float = param(0.90, "share of a square layer's spectral energy its top directions (the clustered "
+                          "ones) hold", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class CasaAnalysis:
 class CasaMethod:
     name = "casa"
     title = "cluster-wise spectral arbitration, the rule (default)"
+    label = "CASA (spectral arbitration)"
     Params = CasaParams
     uses_models = True
 

@@ -16,6 +16,7 @@ class DirectParams(MethodParams):
 class DirectMethod:
     name = "direct"
     title = "plain reuse of the LoRA, the baseline"
+    label = "Direct (reuse the LoRA as is)"
     Params = DirectParams
     uses_models = False
 

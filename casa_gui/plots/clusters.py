@@ -13,9 +13,11 @@ from .common import (
     block_text,
     cluster_colors,
     diverging_map,
+    figure,
     matrix_plot,
     png_export,
     set_matrix,
+    setting,
     strip_rgba,
     symmetric_level,
 )
@@ -47,7 +49,7 @@ class ClusterView(PlotPage):
         self._extra: list = []
 
     def set_result(self, res) -> None:
-        if not self.accept(res, "the direct method does not cluster; there is no map to show."):
+        if not self.accept(res, "does not cluster; there is no map to show."):
             return
         self.show_view()
         views = res.views
@@ -88,9 +90,9 @@ class ClusterView(PlotPage):
                 self._extra.append((p, line))
             p.autoRange(padding=0.02)
         sizes = np.bincount(codes)
-        self.info.setText(f"{res.name}: top {k} directions in {res.n_clusters} clusters "
+        self.info.setText(f"{res.name}: top {k} directions in {figure(res, 'clusters')} clusters "
                           f"(largest {int(sizes.max())}, singletons {int((sizes == 1).sum())}); "
-                          f"τ = {res.settings.tau:g}; outlined blocks: clusters of 2 or more")
+                          f"τ = {setting(res, 'tau'):g}; outlined blocks: clusters of 2 or more")
 
     def _hover(self, pos) -> None:
         res = self.result

@@ -126,14 +126,17 @@ class PlotPage(QWidget):
         self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.body.addWidget(self.hover)
 
-    def accept(self, res, direct_text: str) -> bool:
-        """Keep ``res``; show a message and return False when it has nothing to draw."""
+    def accept(self, res, nothing: str) -> bool:
+        """Keep ``res``; show a message and return False when it has nothing to draw.
+
+        ``nothing`` says what is missing when the layer's method made no pictures.
+        """
         self.result = res
         if res is None:
             self.show_message(self.empty_text)
             return False
         if res.views is None:
-            self.show_message(f"{res.name}: {direct_text}")
+            self.show_message(f"{res.name}: the {res.method} method {nothing}")
             return False
         return True
 
@@ -151,3 +154,13 @@ class PlotPage(QWidget):
     def restyle(self) -> None:
         for w in self.findChildren(pg.GraphicsView):
             theme.style_plot_widget(w)
+
+
+def figure(res, name: str):
+    """One of the layer's figures by its name in the run report (None where its method has none)."""
+    return res.diagnostics.figures().get(name) if res.diagnostics is not None else None
+
+
+def setting(res, name: str):
+    """One of the layer's parameters by name (None where its method has none)."""
+    return res.settings.to_dict().get(name)

@@ -13,6 +13,7 @@ from .common import (
     add_strip,
     block_text,
     diverging_map,
+    figure,
     matrix_plot,
     png_export,
     set_matrix,
@@ -75,7 +76,7 @@ class HeatmapView(PlotPage):
         self.region.setCurrentIndex(max(0, self.region.findData(key)))
 
     def set_result(self, res) -> None:
-        if not self.accept(res, "the direct method reuses the LoRA as is; there is no routing to show."):
+        if not self.accept(res, "draws no routing matrices."):
             return
         self._redraw()
 
@@ -117,7 +118,8 @@ class HeatmapView(PlotPage):
             p.autoRange(padding=0.02)
         pooled = "" if v.step == 1 else f", pooled {v.step}×{v.step} by max-abs"
         self.info.setText(f"{res.name}: {'top-k' if top else 'full'} {n}×{n}{pooled}; "
-                          f"{res.n_capped} capped, dominant share {res.dominant_share:.2f}; colours ±{level:.3g}")
+                          f"{figure(res, 'capped')} capped, dominant share {figure(res, 'dominant_share'):.2f}; "
+                          f"colours ±{level:.3g}")
 
     def _hover(self, pos) -> None:
         res = self.result

@@ -8,7 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 
 from .. import theme
-from .common import PlotPage, png_export
+from .common import PlotPage, figure, png_export, setting
 
 
 class RiskView(PlotPage):
@@ -22,7 +22,7 @@ class RiskView(PlotPage):
         self.pw.scene().sigMouseMoved.connect(self._hover)
 
     def set_result(self, res) -> None:
-        if not self.accept(res, "the direct method scores no risk."):
+        if not self.accept(res, "scores no risk."):
             return
         v = res.views
         if v.risk_counts.size == 0:
@@ -36,11 +36,12 @@ class RiskView(PlotPage):
         if v.threshold is not None and not math.isnan(v.threshold) and v.threshold > 0:
             t = math.log10(v.threshold)
             line = pg.InfiniteLine(pos=t, angle=90, pen=pg.mkPen(c.accent, width=2),
-                                   label=f"q_act = {res.settings.q_act:g}: capped right of here",
+                                   label=f"q_act = {setting(res, 'q_act'):g}: capped right of here",
                                    labelOpts={"position": 0.97, "color": c.accent, "anchors": [(1, 0), (1, 0)],
                                               "fill": pg.mkBrush(c.background)})
             self.plot.addItem(line)
-        self.plot.setTitle(f"{res.name}: risk of {res.n_candidates} candidates, {res.n_capped} capped")
+        self.plot.setTitle(f"{res.name}: risk of {figure(res, 'candidates')} candidates, "
+                           f"{figure(res, 'capped')} capped")
         self.plot.autoRange()
 
     def _hover(self, pos) -> None:

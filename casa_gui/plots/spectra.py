@@ -22,7 +22,7 @@ class SpectraView(PlotPage):
         self.pw.scene().sigMouseMoved.connect(self._hover)
 
     def set_result(self, res) -> None:
-        if not self.accept(res, "the direct method computes no spectra."):
+        if not self.accept(res, "computes no spectra."):
             return
         self.show_view()
         c = theme.current()

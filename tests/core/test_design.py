@@ -99,6 +99,7 @@ class HalfMethod:
     """A toy method: the LoRA's update times ``share`` (a test of the seam, not a product)."""
     name = "half-test"
     title = "scaled reuse (test)"
+    label = "Half (test)"
     Params = HalfParams
     uses_models = False
 
