@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from casa_core import names
+from casa_core import dtypes, names
 
 __all__ = [
     "SIZES",
@@ -90,9 +90,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
-_ST_DTYPE: dict[torch.dtype, str] = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
 }
 
 _ENTRY_STD = 0.02  # RMS of a weight matrix's entries (typical of trained transformers)
@@ -201,7 +198,7 @@ class StreamingSafetensorsWriter:
                 raise ValueError(f"duplicate tensor name {name!r}")
             nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             header[name] = {
-                "dtype": _ST_DTYPE[dtype],
+                "dtype": dtypes.tag(dtype),
                 "shape": list(shape),
                 "data_offsets": [offset, offset + nbytes],
             }
@@ -468,7 +465,7 @@ def _lora_pair(w: torch.Tensor, rank: int, scale: float, g: torch.Generator):
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
-        if dtype not in _ST_DTYPE:
+        if dtype not in _DTYPES.values():
             raise ValueError(f"unsupported dtype {dtype}")
         return dtype
     try:

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, names, stwriter
+from . import __version__, dtypes, names, stwriter
 from .errors import CasaError
 from .lora import KOHYA_PREFIXES
 
@@ -17,8 +17,6 @@ from .lora import KOHYA_PREFIXES
 _TAILS = (".lora_A.default.weight", ".lora_B.default.weight", ".lora_A.weight", ".lora_B.weight",
           ".lora_down.weight", ".lora_up.weight", ".lora_alpha", ".alpha", ".diff_b", ".diff",
           ".dora_scale")
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16",
-           "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float32"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,7 @@ def factor_dtype(plan, out_dtype: str = "same"):
     """The torch dtype the written factors have."""
     import torch
 
-    return getattr(torch, _DTYPES[plan.lora.factor_dtype() if out_dtype == "same" else out_dtype])
+    return getattr(torch, dtypes.written(plan.lora.factor_dtype() if out_dtype == "same" else out_dtype))
 
 
 def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: str = "same",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import names
+from . import dtypes, names
 from .errors import CasaError
 from .sources import fp8, pickled
 from .tensorstore import TensorStore
@@ -95,7 +95,7 @@ class ModelSource:
         self.diffusers = any(names.is_diffusers_name(k) for k in stripped)
         self.layout = "diffusers" if self.diffusers else "original"
         self._keys = {names.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
-        fp8_tags = sorted({self.store.info(k).dtype for k in raw if fp8.is_fp8(self.store.info(k).dtype)})
+        fp8_tags = sorted({self.store.info(k).dtype for k in raw if dtypes.is_fp8(self.store.info(k).dtype)})
         self.quantisation = (("scaled " if self._scales else "") + "/".join(fp8_tags)) if fp8_tags else ""
 
     def __contains__(self, ckey: str) -> bool:
@@ -124,7 +124,7 @@ class ModelSource:
         key = self._keys[ckey]
         t = self.store.read(key)
         scale = self._scales.get(key)
-        if scale is not None or fp8.is_fp8(self.store.info(key).dtype):
+        if scale is not None or dtypes.is_fp8(self.store.info(key).dtype):
             t = fp8.dequantise(t, self.store.read(scale) if scale else None, name=key)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CasaError(f"{self.role} tensor {key} in {self.path} holds NaN or Inf",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+from . import dtypes
 from .errors import CasaError
 
 METHODS = ("casa", "direct")
 PRECISIONS = ("auto", "float32", "float64")
 FORMATS = ("same", "comfy", "kohya", "diffusers")
-DTYPES = ("same", "float32", "float16", "bfloat16")
+DTYPES = ("same", *dtypes.OUTPUTS)
 
 
 @dataclass(frozen=True)
