@@ -44,7 +44,8 @@ from pathlib import Path
 
 import torch
 
-from casa_core import dtypes, names
+from casa_core import dtypes
+from casa_core.families import wan
 
 __all__ = [
     "SIZES",
@@ -160,9 +161,9 @@ def wan_params(spec: ModelSpec, blocks: int | None = None) -> list[Param]:
 
 
 def to_diffusers_name(name: str) -> str:
-    """Map an original Wan2.1 tensor name to its diffusers name (casa_core.names' table)."""
-    module, param = names.split_param(name)
-    out = names.to_diffusers(module)
+    """Map an original Wan2.1 tensor name to its diffusers name (casa_core.families.wan's table)."""
+    module, param = wan.split_param(name)
+    out = wan.to_diffusers(module)
     return f"{out}.{param}" if param else out
 
 

@@ -58,18 +58,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def key_prefix(module: str, fmt: str) -> str:
+def key_prefix(module: str, fmt: str, family) -> str:
     """The key prefix a canonical module gets in an output format."""
     if fmt == "comfy":
         return f"diffusion_model.{module}"
     if fmt == "kohya":
         return "lora_unet_" + module.replace(".", "_")
     if fmt == "diffusers":
-        return "transformer." + names.to_diffusers(module)
+        return "transformer." + family.to_diffusers(module)
     raise ValueError(fmt)
 
 
-def _pair_keys(lp, fmt: str, rank: int) -> tuple[str, str, str | None]:
+def _pair_keys(lp, fmt: str, family) -> tuple[str, str, str | None]:
     """(down key, up key, alpha key or None) of one converted layer."""
     if fmt == "same":
         pair = lp.pair
@@ -79,13 +79,13 @@ def _pair_keys(lp, fmt: str, rank: int) -> tuple[str, str, str | None]:
         keep_alpha = pair.alpha_key and (pair.prefix.startswith(KOHYA_PREFIXES)
                                          or pair.alpha_key.endswith(".lora_alpha"))
         return down, up, pair.alpha_key if keep_alpha else None
-    pre = key_prefix(lp.module, fmt)
+    pre = key_prefix(lp.module, fmt, family)
     if fmt == "kohya":
         return pre + ".lora_down.weight", pre + ".lora_up.weight", pre + ".alpha"
     return pre + ".lora_A.weight", pre + ".lora_B.weight", None
 
 
-def _rename_passthrough(key: str, fmt: str, kohya_index: dict[str, str]) -> str:
+def _rename_passthrough(key: str, fmt: str, family, kohya_index: dict[str, str]) -> str:
     if fmt == "same":
         return key
     for tail in _TAILS:
@@ -95,18 +95,18 @@ def _rename_passthrough(key: str, fmt: str, kohya_index: dict[str, str]) -> str:
                 module = kohya_index.get(stem.split("lora_unet_", 1)[1].lstrip("_"))
             else:
                 bare = names.strip_prefix(stem)
-                module = names.to_canonical(bare, names.is_diffusers_name(bare))
-            return key_prefix(module, fmt) + tail if module else key
+                module = family.to_canonical(bare, family.is_diffusers_name(bare))
+            return key_prefix(module, fmt, family) + tail if module else key
     return key
 
 
 def architecture(plan) -> str:
-    dim = plan.layers[0].shape[1] if plan.layers else 0
-    try:
-        dim = plan.base.shape("blocks.0.self_attn.q.weight")[0]
-    except KeyError:
-        pass
-    return {1536: "wan2.1-t2v-1.3b/lora", 5120: "wan2.1-t2v-14b/lora"}.get(dim, "wan2.1/lora")
+    """``modelspec.architecture``: from the base's hidden size, else from the first layer's input width."""
+    family = plan.base.family
+    dim = family.hidden_size(plan.base)
+    if dim is None:
+        dim = plan.layers[0].shape[1] if plan.layers else 0
+    return family.architecture(dim)
 
 
 def factor_dtype(plan, out_dtype: str = "same"):
@@ -133,7 +133,7 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
     ranks = set()
     for lp in plan.layers:
         res = results[lp.module]
-        down_k, up_k, alpha_k = _pair_keys(lp, fmt, res.rank_out)
+        down_k, up_k, alpha_k = _pair_keys(lp, fmt, plan.base.family)
         down = res.down.reshape(res.down.shape[0], *plan.lora.store.shape(lp.pair.down_key)[1:])
         up = res.up.reshape(res.up.shape[0], res.up.shape[1], *plan.lora.store.shape(lp.pair.up_key)[2:])
         tensors[down_k] = down.to(dtype).contiguous()
@@ -141,10 +141,10 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
         if alpha_k:
             tensors[alpha_k] = torch.tensor(float(res.rank_out), dtype=torch.float32)
         ranks.add(res.rank_out)
-    kohya_index = names.underscore_index(plan.base.modules())
+    kohya_index = names.underscore_index(plan.base.modules(), plan.base.family)
     dropped = []
     for key in plan.passthrough_keys:
-        new = _rename_passthrough(key, fmt, kohya_index)
+        new = _rename_passthrough(key, fmt, plan.base.family, kohya_index)
         if fmt == "diffusers":
             # diffusers' own layout has a bias update (lora_B.bias) but no form for a full diff,
             # and refuses the whole file when any key lacks "lora"

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import names
+from . import families, names
 from .errors import CasaError
 from .models import looks_like_lora
 from .sources import lycoris, pickled
@@ -118,6 +118,7 @@ class LoraSource:
             raise CasaError(f"LoRA {self.path} holds no LoRA, LoHa or LoKr layers",
                             "full-diff (.diff) files are not supported; pick a LoRA")
         self.other_keys = [k for k in raw if k not in used]
+        self.family = families.family_of(names.strip_prefix(p.prefix) for p in self.pairs)
         self.format = self._detect_format()
 
     @staticmethod
@@ -235,7 +236,7 @@ class LoraSource:
         first = self.pairs[0].prefix
         if first.startswith(KOHYA_PREFIXES):
             return "kohya"
-        if any(names.is_diffusers_name(names.strip_prefix(p.prefix)) for p in self.pairs):
+        if any(self.family.is_diffusers_name(names.strip_prefix(p.prefix)) for p in self.pairs):
             return "diffusers"
         return "comfy"
 
@@ -249,7 +250,7 @@ class LoraSource:
                     break
             return kohya_index.get(stem)
         stripped = names.strip_prefix(pair.prefix)
-        return names.to_canonical(stripped, names.is_diffusers_name(stripped))
+        return self.family.to_canonical(stripped, self.family.is_diffusers_name(stripped))
 
     def read(self, key: str):
         """One tensor as stored; NaN or Inf is refused."""

@@ -1,11 +1,11 @@
-"""Model checkpoints (base and distilled target) seen through canonical Wan names."""
+"""Model checkpoints (base and distilled target) seen through their family's canonical names."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from . import dtypes, names
+from . import dtypes, families, names
 from .errors import CasaError
 from .sources import fp8, pickled
 from .tensorstore import TensorStore
@@ -69,7 +69,7 @@ def _index_files(index: Path, role: str) -> list[Path]:
 
 
 class ModelSource:
-    """A base or target model: lazy tensors under canonical names.
+    """A base or target model: lazy tensors under canonical names of its family (``families``).
 
     Wrapper segments (``_fsdp_wrapped_module.``) and known prefixes are removed from
     the names; fp8 weights are read as float32, with their scale applied.
@@ -92,9 +92,10 @@ class ModelSource:
         unwrapped = [names.strip_wrappers(k) for k in raw]
         self.prefix = names.common_prefix(unwrapped)
         stripped = [k[len(self.prefix):] for k in unwrapped]
-        self.diffusers = any(names.is_diffusers_name(k) for k in stripped)
+        self.family = families.family_of(stripped)
+        self.diffusers = any(self.family.is_diffusers_name(k) for k in stripped)
         self.layout = "diffusers" if self.diffusers else "original"
-        self._keys = {names.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
+        self._keys = {self.family.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
         fp8_tags = sorted({self.store.info(k).dtype for k in raw if dtypes.is_fp8(self.store.info(k).dtype)})
         self.quantisation = (("scaled " if self._scales else "") + "/".join(fp8_tags)) if fp8_tags else ""
 

@@ -71,7 +71,7 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
     except re.error as exc:
         raise CasaError(f"--layers {layers!r} is not a valid regular expression ({exc})",
                         "e.g. --layers 'blocks\\.(0|1)\\.'") from None
-    kohya = names.underscore_index(base.modules())
+    kohya = names.underscore_index(base.modules(), base.family)
     planned: list[LayerPlan] = []
     passed: list[PassThrough] = []
     unmatched = misfit = 0
@@ -88,7 +88,7 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
             misfit += 1
             first_misfit = first_misfit or (module, pair, shape)
             continue
-        if len(shape) != 2 or not names.is_transferable(module):
+        if len(shape) != 2 or not base.family.is_transferable(module):
             passed.append(PassThrough(pair.prefix, module, "not a 2-D linear weight the rule applies to"))
             continue
         if wkey not in target:

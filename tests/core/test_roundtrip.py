@@ -72,7 +72,7 @@ def test_lora_formats(fmt, out_format, tmp_path):
         B, A = factors[lp.module]
         want = scale * B.double() @ A.double()
         layout = plan.lora.format if out_format == "same" else out_format
-        pre = lp.pair.prefix if out_format == "same" else key_prefix(lp.module, layout)
+        pre = lp.pair.prefix if out_format == "same" else key_prefix(lp.module, layout, plan.base.family)
         assert pre in got, (pre, sorted(got)[:3])
         assert torch.allclose(got[pre], want, rtol=0, atol=1e-5 * want.abs().max()), lp.module
 
