@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import dtypes, families, names
+from . import dtypes, families, formats, names
 from .errors import CasaError
 from .sources import fp8, pickled
 from .tensorstore import TensorStore
-
-LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", "lora_unet_", ".hada_w1", ".hada_w2",
-                ".lokr_w1", ".lokr_w2")
-
-
-def looks_like_lora(keys) -> bool:
-    """True when tensor names are those of a LoRA rather than of a model."""
-    keys = list(keys)
-    hits = sum(any(m in k for m in LORA_MARKERS) for k in keys)
-    return bool(keys) and hits >= max(1, len(keys) // 4)
 
 
 def weight_files(path: Path, role: str) -> list[Path]:
@@ -86,7 +76,7 @@ class ModelSource:
         raw = [k for k in raw if k not in consumed]
         if not raw:
             raise CasaError(f"{role} {self.path} holds no tensors", "pick the model's weights")
-        if looks_like_lora(raw):
+        if formats.looks_like_lora(raw):
             raise CasaError(f"{self.path} looks like a LoRA, not a {role} model",
                             "pass it as --lora and give the model checkpoint here")
         unwrapped = [names.strip_wrappers(k) for k in raw]

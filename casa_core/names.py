@@ -1,7 +1,7 @@
 """Names around the module names, whatever the family: the prefixes and wrapper segments checkpoints add.
 
-What a family calls its modules lives in ``families``; what a LoRA format puts around
-them lives in ``formats``.
+What a family calls its modules lives in ``families``; how a LoRA layout names a layer's
+keys, and which prefix it writes, lives in ``formats``. Every prefix is stripped on reading.
 """
 
 from __future__ import annotations
@@ -57,15 +57,3 @@ def strip_prefix(name: str) -> str:
                 break
     return name
 
-
-def underscore_index(modules, family) -> dict[str, str]:
-    """Map kohya spellings (dots replaced by underscores) to canonical module names.
-
-    Built from the model's real module names in both spellings, so ambiguous
-    underscores (``self_attn``, ``k_img``) are never guessed.
-    """
-    out: dict[str, str] = {}
-    for canon in modules:
-        out[canon.replace(".", "_")] = canon
-        out[family.to_diffusers(canon).replace(".", "_")] = canon
-    return out

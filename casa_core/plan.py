@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import names
+from . import formats
 from .errors import CasaError
 from .lora import LoraPair, LoraSource
 from .models import ModelSource
@@ -71,13 +71,13 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
     except re.error as exc:
         raise CasaError(f"--layers {layers!r} is not a valid regular expression ({exc})",
                         "e.g. --layers 'blocks\\.(0|1)\\.'") from None
-    kohya = names.underscore_index(base.modules(), base.family)
+    module_of = formats.module_resolver(base)
     planned: list[LayerPlan] = []
     passed: list[PassThrough] = []
     unmatched = misfit = 0
     first_misfit = None
     for pair in lora.pairs:
-        module = lora.module_for(pair, kohya)
+        module = module_of(pair.prefix)
         wkey = f"{module}.weight"
         if module is None or wkey not in base:
             unmatched += 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from . import dtypes
+from . import dtypes, formats
 from .errors import CasaError
 
 METHODS = ("casa", "direct")
 PRECISIONS = ("auto", "float32", "float64")
-FORMATS = ("same", "comfy", "kohya", "diffusers")
+FORMATS = ("same", *formats.WRITERS)
 DTYPES = ("same", *dtypes.OUTPUTS)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import families, names
+from .. import families, formats
 
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 
@@ -128,10 +128,10 @@ class LoraMatch:
 
 
 def compare_lora(lora, model) -> LoraMatch:
-    kohya = names.underscore_index(model.modules(), model.family)
+    module_of = formats.module_resolver(model)
     fits, bad, unknown, other = 0, [], [], []
     for pair in lora.pairs:
-        module = lora.module_for(pair, kohya)
+        module = module_of(pair.prefix)
         wkey = f"{module}.weight"
         if module is None or wkey not in model:
             unknown.append(pair.prefix)
