@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import families, formats
+from .. import families, matching
 
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 
@@ -128,22 +128,14 @@ class LoraMatch:
 
 
 def compare_lora(lora, model) -> LoraMatch:
-    module_of = formats.module_resolver(model)
     fits, bad, unknown, other = 0, [], [], []
-    for pair in lora.pairs:
-        module = module_of(pair.prefix)
-        wkey = f"{module}.weight"
-        if module is None or wkey not in model:
-            unknown.append(pair.prefix)
-            continue
-        shape = tuple(model.shape(wkey))
-        flat = 1
-        for d in shape[1:]:
-            flat *= d
-        if (pair.out_features, pair.in_features) != (shape[0], flat):
-            bad.append(Mismatch(module, (pair.out_features, pair.in_features), shape))
-        elif len(shape) != 2 or not model.family.is_transferable(module):
-            other.append(module)
+    for m in matching.match_pairs(lora, model):
+        if m.verdict == matching.UNKNOWN:
+            unknown.append(m.pair.prefix)
+        elif m.verdict == matching.MISFIT:
+            bad.append(Mismatch(m.module, (m.pair.out_features, m.pair.in_features), m.shape))
+        elif m.verdict == matching.NOT_LINEAR:
+            other.append(m.module)
         else:
             fits += 1
     return LoraMatch(len(lora.pairs), fits, bad, unknown, other)
