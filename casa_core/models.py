@@ -80,20 +80,17 @@ class ModelSource:
             raise CasaError(f"{self.path} looks like a LoRA, not a {role} model",
                             "pass it as --lora and give the model checkpoint here")
         unwrapped = [names.strip_wrappers(k) for k in raw]
-        self.prefix = names.common_prefix(unwrapped)
-        stripped = [k[len(self.prefix):] for k in unwrapped]
+        prefix = names.common_prefix(unwrapped)
+        stripped = [k[len(prefix):] for k in unwrapped]
         self.family = families.family_of(stripped)
-        self.diffusers = any(self.family.is_diffusers_name(k) for k in stripped)
-        self.layout = "diffusers" if self.diffusers else "original"
-        self._keys = {self.family.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
+        diffusers = any(self.family.is_diffusers_name(k) for k in stripped)
+        self.layout = "diffusers" if diffusers else "original"
+        self._keys = {self.family.canonical_key(s, diffusers): k for s, k in zip(stripped, raw, strict=False)}
         fp8_tags = sorted({self.store.info(k).dtype for k in raw if dtypes.is_fp8(self.store.info(k).dtype)})
         self.quantisation = (("scaled " if self._scales else "") + "/".join(fp8_tags)) if fp8_tags else ""
 
     def __contains__(self, ckey: str) -> bool:
         return ckey in self._keys
-
-    def raw_key(self, ckey: str) -> str:
-        return self._keys[ckey]
 
     def canonical_keys(self):
         return self._keys.keys()
