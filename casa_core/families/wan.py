@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-NAME = "Wan"
-
 # (canonical, diffusers) module names inside ``blocks.N.``
 BLOCK_MODULES: tuple[tuple[str, str], ...] = (
     ("self_attn.q", "attn1.to_q"),
