@@ -8,7 +8,8 @@ would exceed ``min(out, in)`` the dense update is used with an identity on its s
 So the engine sees an ordinary pair; the converted layer is written as a standard LoRA.
 
 Tucker-decomposed (conv) variants are not materialised: their keys pass through.
-Their scale is kohya's ``.alpha`` over ``dim``; LyCORIS' DoRA (``.dora_scale``) is refused.
+A layer's scale is its ``.alpha`` (kohya's key) over its ``dim``, or from PEFT's config;
+LyCORIS' DoRA (``.dora_scale``) is refused.
 """
 
 from __future__ import annotations
