@@ -44,7 +44,8 @@ from pathlib import Path
 
 import torch
 
-from casa_core import names
+from casa_core import dtypes
+from casa_core.families import wan
 
 __all__ = [
     "SIZES",
@@ -90,9 +91,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
-_ST_DTYPE: dict[torch.dtype, str] = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
 }
 
 _ENTRY_STD = 0.02  # RMS of a weight matrix's entries (typical of trained transformers)
@@ -163,9 +161,9 @@ def wan_params(spec: ModelSpec, blocks: int | None = None) -> list[Param]:
 
 
 def to_diffusers_name(name: str) -> str:
-    """Map an original Wan2.1 tensor name to its diffusers name (casa_core.names' table)."""
-    module, param = names.split_param(name)
-    out = names.to_diffusers(module)
+    """Map an original Wan2.1 tensor name to its diffusers name (casa_core.families.wan's table)."""
+    module, param = wan.split_param(name)
+    out = wan.to_diffusers(module)
     return f"{out}.{param}" if param else out
 
 
@@ -201,7 +199,7 @@ class StreamingSafetensorsWriter:
                 raise ValueError(f"duplicate tensor name {name!r}")
             nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             header[name] = {
-                "dtype": _ST_DTYPE[dtype],
+                "dtype": dtypes.tag(dtype),
                 "shape": list(shape),
                 "data_offsets": [offset, offset + nbytes],
             }
@@ -468,7 +466,7 @@ def _lora_pair(w: torch.Tensor, rank: int, scale: float, g: torch.Generator):
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
-        if dtype not in _ST_DTYPE:
+        if dtype not in _DTYPES.values():
             raise ValueError(f"unsupported dtype {dtype}")
         return dtype
     try:

@@ -1,4 +1,4 @@
-"""Write the converted LoRA: chosen layout, scale folded in, provenance, atomic rename."""
+"""Write the converted LoRA: chosen layout (``formats``), scale folded in, provenance, atomic rename."""
 
 from __future__ import annotations
 
@@ -9,16 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, names, stwriter
+from . import __version__, dtypes, formats, stwriter
 from .errors import CasaError
-from .lora import KOHYA_PREFIXES
-
-# tails of LoRA keys after the module name, longest first
-_TAILS = (".lora_A.default.weight", ".lora_B.default.weight", ".lora_A.weight", ".lora_B.weight",
-          ".lora_down.weight", ".lora_up.weight", ".lora_alpha", ".alpha", ".diff_b", ".diff",
-          ".dora_scale")
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16",
-           "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float32"}
 
 
 @dataclass(frozen=True)
@@ -60,62 +52,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def key_prefix(module: str, fmt: str) -> str:
-    """The key prefix a canonical module gets in an output format."""
-    if fmt == "comfy":
-        return f"diffusion_model.{module}"
-    if fmt == "kohya":
-        return "lora_unet_" + module.replace(".", "_")
-    if fmt == "diffusers":
-        return "transformer." + names.to_diffusers(module)
-    raise ValueError(fmt)
-
-
-def _pair_keys(lp, fmt: str, rank: int) -> tuple[str, str, str | None]:
-    """(down key, up key, alpha key or None) of one converted layer."""
-    if fmt == "same":
-        pair = lp.pair
-        down = pair.down_key
-        up = pair.up_key
-        # alpha stays only where the loaders need it (kohya; FastVideo's lora_alpha), set to rank
-        keep_alpha = pair.alpha_key and (pair.prefix.startswith(KOHYA_PREFIXES)
-                                         or pair.alpha_key.endswith(".lora_alpha"))
-        return down, up, pair.alpha_key if keep_alpha else None
-    pre = key_prefix(lp.module, fmt)
-    if fmt == "kohya":
-        return pre + ".lora_down.weight", pre + ".lora_up.weight", pre + ".alpha"
-    return pre + ".lora_A.weight", pre + ".lora_B.weight", None
-
-
-def _rename_passthrough(key: str, fmt: str, kohya_index: dict[str, str]) -> str:
-    if fmt == "same":
-        return key
-    for tail in _TAILS:
-        if key.endswith(tail):
-            stem = key[: -len(tail)]
-            if stem.startswith(KOHYA_PREFIXES):
-                module = kohya_index.get(stem.split("lora_unet_", 1)[1].lstrip("_"))
-            else:
-                bare = names.strip_prefix(stem)
-                module = names.to_canonical(bare, names.is_diffusers_name(bare))
-            return key_prefix(module, fmt) + tail if module else key
-    return key
+def _pair_keys(lp, writer, family) -> tuple[str, str, str | None]:
+    """(down key, up key, alpha key or None) of one converted layer; ``writer`` None keeps the input's keys."""
+    pair = lp.pair
+    if writer is None:
+        # alpha stays only where the loaders need it, set to the rank
+        return pair.down_key, pair.up_key, pair.alpha_key if formats.keeps_alpha(pair) else None
+    pre = writer.key_prefix(lp.module, family)
+    down, up, alpha = writer.WRITES
+    return pre + down, pre + up, pre + alpha if alpha else None
 
 
 def architecture(plan) -> str:
-    dim = plan.layers[0].shape[1] if plan.layers else 0
-    try:
-        dim = plan.base.shape("blocks.0.self_attn.q.weight")[0]
-    except KeyError:
-        pass
-    return {1536: "wan2.1-t2v-1.3b/lora", 5120: "wan2.1-t2v-14b/lora"}.get(dim, "wan2.1/lora")
+    """``modelspec.architecture``: from the base's hidden size, else from the first layer's input width."""
+    family = plan.base.family
+    dim = family.hidden_size(plan.base)
+    if dim is None:
+        dim = plan.layers[0].shape[1] if plan.layers else 0
+    return family.architecture(dim)
 
 
 def factor_dtype(plan, out_dtype: str = "same"):
     """The torch dtype the written factors have."""
     import torch
 
-    return getattr(torch, _DTYPES[plan.lora.factor_dtype() if out_dtype == "same" else out_dtype])
+    return getattr(torch, dtypes.written(plan.lora.factor_dtype() if out_dtype == "same" else out_dtype))
 
 
 def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: str = "same",
@@ -128,14 +89,15 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
     import torch
 
     output = Path(output)
-    fmt = out_format
-    layout = plan.lora.format if fmt == "same" else fmt
+    layout = plan.lora.format if out_format == "same" else out_format
+    writer = None if out_format == "same" else formats.WRITERS[out_format]
+    family = plan.base.family
     dtype = factor_dtype(plan, out_dtype)
     tensors: dict[str, torch.Tensor] = {}
     ranks = set()
     for lp in plan.layers:
         res = results[lp.module]
-        down_k, up_k, alpha_k = _pair_keys(lp, fmt, res.rank_out)
+        down_k, up_k, alpha_k = _pair_keys(lp, writer, family)
         down = res.down.reshape(res.down.shape[0], *plan.lora.store.shape(lp.pair.down_key)[1:])
         up = res.up.reshape(res.up.shape[0], res.up.shape[1], *plan.lora.store.shape(lp.pair.up_key)[2:])
         tensors[down_k] = down.to(dtype).contiguous()
@@ -143,18 +105,13 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
         if alpha_k:
             tensors[alpha_k] = torch.tensor(float(res.rank_out), dtype=torch.float32)
         ranks.add(res.rank_out)
-    kohya_index = names.underscore_index(plan.base.modules())
+    module_of = formats.module_resolver(plan.base)
     dropped = []
     for key in plan.passthrough_keys:
-        new = _rename_passthrough(key, fmt, kohya_index)
-        if fmt == "diffusers":
-            # diffusers' own layout has a bias update (lora_B.bias) but no form for a full diff,
-            # and refuses the whole file when any key lacks "lora"
-            if new.endswith(".diff_b"):
-                new = new[: -len(".diff_b")] + ".lora_B.bias"
-            elif "lora" not in new:
-                dropped.append(key)
-                continue
+        new = key if writer is None else formats.passthrough_key(key, writer, family, module_of)
+        if new is None:
+            dropped.append(key)
+            continue
         if new in tensors:
             continue
         tensors[new] = plan.lora.store.read(key)
@@ -175,10 +132,7 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
 
         ts = datetime.datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), datetime.timezone.utc)
         meta["modelspec.date"] = ts.strftime("%Y-%m-%d")
-    if layout == "kohya":
-        r = max(ranks) if ranks else 0
-        meta["ss_network_dim"] = str(r)
-        meta["ss_network_alpha"] = str(r)
+    meta.update(formats.WRITERS[layout].header(ranks))
     for k, v in (provenance or {}).items():
         meta[f"casa.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     info = _atomic_save(tensors, meta, output, layout)

@@ -1,37 +1,22 @@
 """LoRA files: find the low-rank pairs, their scale, and the keys that pass through.
 
-Reads plain LoRA pairs in every naming in use (ComfyUI, kohya, diffusers, PEFT
-folders, FastVideo, DiffSynth, Wan-Fun), and LoHa / LoKr layers, whose exact
-factors are derived on read (``sources.lycoris``) so the engine sees ordinary pairs.
+Reads plain LoRA pairs in every layout the ``formats`` package knows (ComfyUI, kohya,
+diffusers, PEFT folders, FastVideo, DiffSynth, Wan-Fun), and LoHa / LoKr layers, whose
+exact factors are derived on read (``formats.lycoris``) so the engine sees ordinary pairs.
 DoRA is refused.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import names
+from . import families, formats, names
 from .errors import CasaError
-from .models import looks_like_lora
-from .sources import lycoris, pickled
+from .formats import diffusers, kohya, lycoris, peft
+from .sources import pickled
 from .tensorstore import TensorStore
-
-# (down suffix, up suffix, style name); down = A (r x in), up = B (out x r)
-PAIR_STYLES: tuple[tuple[str, str, str], ...] = (
-    (".lora_A.default.weight", ".lora_B.default.weight", "lora_A.default"),
-    (".lora_A.weight", ".lora_B.weight", "lora_A"),
-    (".lora_down.weight", ".lora_up.weight", "lora_down"),
-)
-ALPHA_SUFFIXES = (".alpha", ".lora_alpha")
-KOHYA_PREFIXES = ("lora_unet__", "lora_unet_")
-# DoRA's magnitude vectors (LyCORIS / ComfyUI, PEFT)
-DORA_MARKERS = (".dora_scale", ".lora_magnitude_vector")
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 @dataclass(frozen=True)
@@ -43,10 +28,9 @@ class LoraPair:
     converted layer is written under; ``source_keys`` are the file's own keys.
     """
     prefix: str          # key prefix in the file, e.g. diffusion_model.blocks.0.self_attn.q
-    down_key: str
-    up_key: str
+    down_key: str        # A (r x in)
+    up_key: str          # B (out x r)
     alpha_key: str | None
-    style: str
     rank: int
     out_features: int
     in_features: int
@@ -79,32 +63,32 @@ class LoraSource:
         if self.path.suffix != ".safetensors" and not pickled.is_pickled(self.path):
             raise CasaError(f"LoRA file {self.path.name} is neither safetensors nor a torch checkpoint",
                             "pick the LoRA's .safetensors file")
-        self.peft = self._peft_config()
+        self.peft = peft.read_config(self.path)
         self.store = TensorStore([self.path])
         self.metadata = self.store.metadata
         raw = list(self.store.keys())
         if not raw:
             raise CasaError(f"LoRA {self.path} holds no tensors", "pick the LoRA file")
-        if not looks_like_lora(raw):
+        if not formats.looks_like_lora(raw):
             raise CasaError(f"{self.path} looks like a model checkpoint, not a LoRA",
                             "pass it as --base or --target and give the LoRA file to --lora")
-        dora = next((k for k in raw if any(m in k for m in DORA_MARKERS)), None)
+        dora = next((k for k in raw if any(m in k for m in formats.DORA_MARKERS)), None)
         if dora is not None or (self.peft or {}).get("use_dora"):
-            raise CasaError(f"LoRA {self.path.name} is a DoRA ({dora or 'use_dora in ' + PEFT_CONFIG}); its "
+            raise CasaError(f"LoRA {self.path.name} is a DoRA ({dora or 'use_dora in ' + peft.CONFIG}); its "
                             "magnitude vectors cannot follow a transferred direction",
                             "export a plain LoRA, LoHa or LoKr from the trainer")
         self.pairs: list[LoraPair] = []
         used: set[str] = set()
-        default_scale = self._metadata_scale()
+        default_scale = diffusers.metadata_scale(self.metadata)
         for key in raw:
-            for down, up, style in PAIR_STYLES:
+            for down, up in formats.PAIR_ENDINGS:
                 if key.endswith(down):
                     prefix = key[: -len(down)]
                     up_key = prefix + up
                     if up_key not in self.store:
                         continue
-                    alpha_key = next((prefix + s for s in ALPHA_SUFFIXES if prefix + s in self.store), None)
-                    self.pairs.append(self._pair(prefix, key, up_key, alpha_key, style, default_scale))
+                    alpha_key = next((prefix + s for s in formats.ALPHA_ENDINGS if prefix + s in self.store), None)
+                    self.pairs.append(self._pair(prefix, key, up_key, alpha_key, default_scale))
                     used.update(k for k in (key, up_key, alpha_key) if k)
                     break
         self._factors_lock = threading.Lock()
@@ -118,15 +102,15 @@ class LoraSource:
             raise CasaError(f"LoRA {self.path} holds no LoRA, LoHa or LoKr layers",
                             "full-diff (.diff) files are not supported; pick a LoRA")
         self.other_keys = [k for k in raw if k not in used]
-        self.format = self._detect_format()
+        self.family = families.family_of(names.strip_prefix(p.prefix) for p in self.pairs)
+        self.format = formats.detect([p.prefix for p in self.pairs], self.family)
 
     @staticmethod
     def _pick_in_folder(folder: Path) -> Path:
         """The weights of a PEFT folder, or the one LoRA file a folder holds."""
-        if (folder / PEFT_CONFIG).is_file():
-            weights = next((folder / w for w in PEFT_WEIGHTS if (folder / w).is_file()), None)
-            if weights is not None:
-                return weights
+        weights = peft.weights_in(folder)
+        if weights is not None:
+            return weights
         files = lora_files(folder)
         if len(files) != 1:
             shown = ", ".join(f.name for f in files[:5]) + (", ..." if len(files) > 5 else "")
@@ -134,52 +118,19 @@ class LoraSource:
                             "pick one with --lora-file NAME, or give the LoRA file itself")
         return files[0]
 
-    def _peft_config(self) -> dict | None:
-        """PEFT's ``adapter_config.json`` beside ``adapter_model.*``, if there is one."""
-        cfg = self.path.parent / PEFT_CONFIG
-        if self.path.name not in PEFT_WEIGHTS or not cfg.is_file():
-            return None
-        try:
-            data = json.loads(cfg.read_text())
-            if not isinstance(data, dict):
-                raise ValueError
-        except (OSError, ValueError):
-            raise CasaError(f"{cfg} is not a valid PEFT adapter config", "re-download the adapter folder") from None
-        return data
-
     def _peft_scale(self, prefix: str, rank: int, kind: str) -> float | None:
-        """PEFT's scale for one layer: ``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA), patterns applied."""
-        cfg = self.peft
-        if cfg is None:
+        """The scale PEFT's adapter config gives one layer; None without a config."""
+        if self.peft is None:
             return None
-        module = names.strip_prefix(prefix)
-
-        def pattern_value(table, default):
-            for pat, value in (table or {}).items():
-                if re.fullmatch(rf"(.*\.)?(?:{pat})", module):
-                    return value
-            return default
-
-        try:
-            if kind == "lora":
-                alpha = float(pattern_value(cfg.get("alpha_pattern"), cfg.get("lora_alpha", 8)))
-                r = float(rank)
-                return alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
-            # PEFT's LoHa / LoKr: alpha / r with the configured r
-            alpha = float(pattern_value(cfg.get("alpha_pattern"), cfg.get("alpha", 8)))
-            return alpha / float(pattern_value(cfg.get("rank_pattern"), cfg.get("r", 8)))
-        except (TypeError, ValueError, ZeroDivisionError, re.error):
-            raise CasaError(f"{PEFT_CONFIG} beside {self.path.name} has unusable r / alpha values",
-                            "fix the adapter config (r, lora_alpha, alpha_pattern)") from None
+        return peft.scale(self.peft, names.strip_prefix(prefix), rank, kind, self.path.name)
 
     def _materialised(self, ad: lycoris.Adapter) -> LoraPair | None:
         """A LoHa / LoKr layer as a pair whose factors are derived on read."""
-        kohya = ad.prefix.startswith(KOHYA_PREFIXES)
-        down, up, style = PAIR_STYLES[2] if kohya else PAIR_STYLES[1]
+        down, up = kohya.PAIR if kohya.owns(ad.prefix) else peft.PAIR
         down_key, up_key = ad.prefix + down, ad.prefix + up
         if down_key in self.store or up_key in self.store:
             return None  # a LoRA pair already holds those names
-        alpha_key = ad.prefix + ".alpha" if ad.prefix + ".alpha" in self.store else None
+        alpha_key = ad.prefix + lycoris.ALPHA if ad.prefix + lycoris.ALPHA in self.store else None
         scale = self._peft_scale(ad.prefix, ad.rank, ad.kind)
         if scale is None:
             scale = 1.0
@@ -188,7 +139,7 @@ class LoraSource:
         dtype = self.store.info(ad.keys[0]).dtype
         self.store.derive(up_key, dtype, (ad.out_features, ad.rank), lambda: self._lycoris_factors(ad)[0])
         self.store.derive(down_key, dtype, (ad.rank, ad.in_features), lambda: self._lycoris_factors(ad)[1])
-        return LoraPair(ad.prefix, down_key, up_key, alpha_key, style, ad.rank, ad.out_features, ad.in_features,
+        return LoraPair(ad.prefix, down_key, up_key, alpha_key, ad.rank, ad.out_features, ad.in_features,
                         scale, ad.kind, ad.keys)
 
     def _lycoris_factors(self, ad: lycoris.Adapter):
@@ -198,19 +149,7 @@ class LoraSource:
                 self._factors_cache = (ad.prefix, lycoris.factors(ad, self.store.read))
             return self._factors_cache[1]
 
-    def _metadata_scale(self) -> float | None:
-        """Scale from diffusers' ``lora_adapter_metadata`` header entry, if any."""
-        blob = self.metadata.get("lora_adapter_metadata")
-        if not blob:
-            return None
-        try:
-            cfg = json.loads(blob)
-            alpha, r = float(cfg["lora_alpha"]), float(cfg["r"])
-        except (ValueError, KeyError, TypeError):
-            return None
-        return alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
-
-    def _pair(self, prefix, down_key, up_key, alpha_key, style, default_scale) -> LoraPair:
+    def _pair(self, prefix, down_key, up_key, alpha_key, default_scale) -> LoraPair:
         ds, us = self.store.shape(down_key), self.store.shape(up_key)
         if len(ds) < 2 or len(us) < 2 or ds[0] != us[1]:
             raise CasaError(f"LoRA pair {prefix} has mismatched factor shapes {list(ds)} and {list(us)}",
@@ -229,27 +168,7 @@ class LoraSource:
             scale = default_scale
         else:
             scale = 1.0
-        return LoraPair(prefix, down_key, up_key, alpha_key, style, rank, out_f, in_f, scale)
-
-    def _detect_format(self) -> str:
-        first = self.pairs[0].prefix
-        if first.startswith(KOHYA_PREFIXES):
-            return "kohya"
-        if any(names.is_diffusers_name(names.strip_prefix(p.prefix)) for p in self.pairs):
-            return "diffusers"
-        return "comfy"
-
-    def module_for(self, pair: LoraPair, kohya_index: dict[str, str]) -> str | None:
-        """Canonical module name a pair adapts; kohya names resolve against the model."""
-        if pair.prefix.startswith(KOHYA_PREFIXES):
-            stem = pair.prefix
-            for p in KOHYA_PREFIXES:
-                if stem.startswith(p):
-                    stem = stem[len(p):]
-                    break
-            return kohya_index.get(stem)
-        stripped = names.strip_prefix(pair.prefix)
-        return names.to_canonical(stripped, names.is_diffusers_name(stripped))
+        return LoraPair(prefix, down_key, up_key, alpha_key, rank, out_f, in_f, scale)
 
     def read(self, key: str):
         """One tensor as stored; NaN or Inf is refused."""

@@ -1,24 +1,14 @@
-"""Model checkpoints (base and distilled target) seen through canonical Wan names."""
+"""Model checkpoints (base and distilled target) seen through their family's canonical names."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from . import names
+from . import dtypes, families, formats, names
 from .errors import CasaError
 from .sources import fp8, pickled
 from .tensorstore import TensorStore
-
-LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", "lora_unet_", ".hada_w1", ".hada_w2",
-                ".lokr_w1", ".lokr_w2")
-
-
-def looks_like_lora(keys) -> bool:
-    """True when tensor names are those of a LoRA rather than of a model."""
-    keys = list(keys)
-    hits = sum(any(m in k for m in LORA_MARKERS) for k in keys)
-    return bool(keys) and hits >= max(1, len(keys) // 4)
 
 
 def weight_files(path: Path, role: str) -> list[Path]:
@@ -69,7 +59,7 @@ def _index_files(index: Path, role: str) -> list[Path]:
 
 
 class ModelSource:
-    """A base or target model: lazy tensors under canonical names.
+    """A base or target model: lazy tensors under canonical names of its family (``families``).
 
     Wrapper segments (``_fsdp_wrapped_module.``) and known prefixes are removed from
     the names; fp8 weights are read as float32, with their scale applied.
@@ -86,23 +76,21 @@ class ModelSource:
         raw = [k for k in raw if k not in consumed]
         if not raw:
             raise CasaError(f"{role} {self.path} holds no tensors", "pick the model's weights")
-        if looks_like_lora(raw):
+        if formats.looks_like_lora(raw):
             raise CasaError(f"{self.path} looks like a LoRA, not a {role} model",
                             "pass it as --lora and give the model checkpoint here")
         unwrapped = [names.strip_wrappers(k) for k in raw]
-        self.prefix = names.common_prefix(unwrapped)
-        stripped = [k[len(self.prefix):] for k in unwrapped]
-        self.diffusers = any(names.is_diffusers_name(k) for k in stripped)
-        self.layout = "diffusers" if self.diffusers else "original"
-        self._keys = {names.canonical_key(s, self.diffusers): k for s, k in zip(stripped, raw, strict=False)}
-        fp8_tags = sorted({self.store.info(k).dtype for k in raw if fp8.is_fp8(self.store.info(k).dtype)})
+        prefix = names.common_prefix(unwrapped)
+        stripped = [k[len(prefix):] for k in unwrapped]
+        self.family = families.family_of(stripped)
+        diffusers = any(self.family.is_diffusers_name(k) for k in stripped)
+        self.layout = "diffusers" if diffusers else "original"
+        self._keys = {self.family.canonical_key(s, diffusers): k for s, k in zip(stripped, raw, strict=False)}
+        fp8_tags = sorted({self.store.info(k).dtype for k in raw if dtypes.is_fp8(self.store.info(k).dtype)})
         self.quantisation = (("scaled " if self._scales else "") + "/".join(fp8_tags)) if fp8_tags else ""
 
     def __contains__(self, ckey: str) -> bool:
         return ckey in self._keys
-
-    def raw_key(self, ckey: str) -> str:
-        return self._keys[ckey]
 
     def canonical_keys(self):
         return self._keys.keys()
@@ -124,7 +112,7 @@ class ModelSource:
         key = self._keys[ckey]
         t = self.store.read(key)
         scale = self._scales.get(key)
-        if scale is not None or fp8.is_fp8(self.store.info(key).dtype):
+        if scale is not None or dtypes.is_fp8(self.store.info(key).dtype):
             t = fp8.dequantise(t, self.store.read(scale) if scale else None, name=key)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CasaError(f"{self.role} tensor {key} in {self.path} holds NaN or Inf",

@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import names
+from . import matching
 from .errors import CasaError
 from .lora import LoraPair, LoraSource
 from .models import ModelSource
 from .sources.compat import extra_layers
+
+# why a matched pair passes through, by the matcher's verdict
+REASONS = {
+    matching.UNKNOWN: "no layer of that name in the base model",
+    matching.NOT_LINEAR: "not a 2-D linear weight the rule applies to",
+    matching.NOT_IN_TARGET: "the target model lacks this layer",
+}
 
 
 @dataclass(frozen=True)
@@ -71,35 +78,24 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
     except re.error as exc:
         raise CasaError(f"--layers {layers!r} is not a valid regular expression ({exc})",
                         "e.g. --layers 'blocks\\.(0|1)\\.'") from None
-    kohya = names.underscore_index(base.modules())
     planned: list[LayerPlan] = []
     passed: list[PassThrough] = []
     unmatched = misfit = 0
     first_misfit = None
-    for pair in lora.pairs:
-        module = lora.module_for(pair, kohya)
-        wkey = f"{module}.weight"
-        if module is None or wkey not in base:
-            unmatched += 1
-            passed.append(PassThrough(pair.prefix, module, "no layer of that name in the base model"))
-            continue
-        shape = base.shape(wkey)
-        if (pair.out_features, pair.in_features) != (shape[0], _prod(shape[1:])):
+    for m in matching.match_pairs(lora, base, target):
+        if m.verdict == matching.MISFIT:
             misfit += 1
-            first_misfit = first_misfit or (module, pair, shape)
-            continue
-        if len(shape) != 2 or not names.is_transferable(module):
-            passed.append(PassThrough(pair.prefix, module, "not a 2-D linear weight the rule applies to"))
-            continue
-        if wkey not in target:
-            passed.append(PassThrough(pair.prefix, module, "the target model lacks this layer"))
-            continue
-        if pattern and not pattern.search(module):
-            passed.append(PassThrough(pair.prefix, module, "excluded by --layers"))
-            continue
-        planned.append(LayerPlan(module, pair, (shape[0], shape[1])))
+            first_misfit = first_misfit or m
+        elif m.verdict != matching.FITS:
+            if m.verdict == matching.UNKNOWN:
+                unmatched += 1
+            passed.append(PassThrough(m.pair.prefix, m.module, REASONS[m.verdict]))
+        elif pattern and not pattern.search(m.module):
+            passed.append(PassThrough(m.pair.prefix, m.module, "excluded by --layers"))
+        else:
+            planned.append(LayerPlan(m.module, m.pair, (m.shape[0], m.shape[1])))
     if first_misfit:
-        module, pair, shape = first_misfit
+        module, pair, shape = first_misfit.module, first_misfit.pair, first_misfit.shape
         raise CasaError(f"LoRA shapes do not fit the base model: {module} is {pair.out_features}x{pair.in_features} "
                         f"in the LoRA but {'x'.join(map(str, shape))} in the base ({misfit} layers differ)",
                         "this LoRA was trained for another model size; pick the matching base and target")
@@ -110,13 +106,6 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
         raise CasaError("no LoRA layer is left to transfer (all pass through)",
                         "check --layers and that the target holds the LoRA's layers")
     return Plan(base, target, lora, planned, passed)
-
-
-def _prod(dims) -> int:
-    out = 1
-    for d in dims:
-        out *= d
-    return out
 
 
 def _check_models_agree(base: ModelSource, target: ModelSource) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import methods
+from . import dtypes, formats, methods
 from .errors import CasaError
 from .methods.base import MethodParams, with_values
 
 PRECISIONS = ("auto", "float32", "float64")
-FORMATS = ("same", "comfy", "kohya", "diffusers")
-DTYPES = ("same", "float32", "float16", "bfloat16")
+FORMATS = ("same", *formats.WRITERS)
+DTYPES = ("same", *dtypes.OUTPUTS)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 
-_TAGS = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-         "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-         "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
+from . import dtypes
 
 
 def save(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
@@ -27,7 +25,7 @@ def save(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
     for name in order:
         t = tensors[name]
         n = t.numel() * t.element_size()
-        header[name] = {"dtype": _TAGS[str(t.dtype).removeprefix("torch.")], "shape": list(t.shape),
+        header[name] = {"dtype": dtypes.tag(t.dtype), "shape": list(t.shape),
                         "data_offsets": [offset, offset + n]}
         offset += n
     blob = json.dumps(header, separators=(",", ":")).encode()

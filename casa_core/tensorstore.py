@@ -18,25 +18,14 @@ from pathlib import Path
 
 from .errors import CasaError
 
-# safetensors dtype tags -> bytes per element (for size figures without torch)
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
 
 @dataclass(frozen=True)
 class TensorInfo:
     """Where one tensor lives and what it looks like, read from a header."""
     file: Path
     key: str
-    dtype: str
+    dtype: str                  # safetensors tag (casa_core.dtypes)
     shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        n = _DTYPE_BYTES.get(self.dtype, 4)
-        for d in self.shape:
-            n *= d
-        return n
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from casa_core import names
+from casa_core.families import wan
 
 SEED = 2605_01929
 # A real WanTransformer3DModel config (all __init__ kwargs spelled out).
@@ -60,8 +60,8 @@ BLOCK_LINEARS = [f"{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"
 ]
 
 def to_original(key: str) -> str:
-    """Original Wan key for a diffusers WanTransformer3DModel state-dict key (casa_core.names' table)."""
-    return names.canonical_key(key, diffusers=True)
+    """Original Wan key for a diffusers WanTransformer3DModel state-dict key (casa_core.families.wan's table)."""
+    return wan.canonical_key(key, diffusers=True)
 
 
 def template() -> dict[str, tuple[int, ...]]:

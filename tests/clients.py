@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from casa_core import names
+from casa_core.families import wan
 
 
 def golden_wan_config() -> dict:
@@ -39,8 +39,8 @@ def golden_wan_config() -> dict:
 
 
 def diffusers_to_original(name: str) -> str:
-    """Original Wan module name for a diffusers Linear module name (casa_core.names' table)."""
-    canonical = names.to_canonical(name, diffusers=True)
+    """Original Wan module name for a diffusers Linear module name (casa_core.families.wan's table)."""
+    canonical = wan.to_canonical(name, diffusers=True)
     if canonical == name:
         raise KeyError(f"no original Wan name for diffusers module {name!r}")
     return canonical

@@ -6,15 +6,11 @@ target is not a distillation of the base, before any weight is read.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import names
+from .. import families, matching
 
-# hidden size -> model family (formats.md)
-FAMILIES = {1536: "Wan2.1 1.3B", 5120: "Wan2.1 14B", 3072: "Wan2.2 5B"}
-_BLOCK = re.compile(r"^blocks\.\d+\.")
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 
 
@@ -22,12 +18,13 @@ def size(dim: int | None) -> str:
     """``dim 5120 (Wan2.1 14B)``; the family only where the hidden size names one."""
     if dim is None:
         return "no Wan blocks"
-    return f"dim {dim}" + (f" ({FAMILIES[dim]})" if dim in FAMILIES else "")
+    name = families.size_name(dim)
+    return f"dim {dim}" + (f" ({name})" if name else "")
 
 
-def group_blocks(keys) -> list[str]:
+def group_blocks(keys, family) -> list[str]:
     """``blocks.N.x`` collapsed to ``blocks.*.x (count)``; other names as they are."""
-    counts = Counter(_BLOCK.sub("blocks.*.", k) for k in keys)
+    counts = Counter(family.collapse_block(k) for k in keys)
     return [f"{k} ({n})" if n > 1 else k for k, n in sorted(counts.items())]
 
 
@@ -56,10 +53,9 @@ class ModelFacts:
 
 def model_facts(model) -> ModelFacts:
     keys = list(model.canonical_keys())
-    q = "blocks.0.self_attn.q.weight"
-    dim = model.shape(q)[0] if q in model else None
-    blocks = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
-    i2v = "blocks.0.cross_attn.k_img.weight" in model
+    dim = model.family.hidden_size(model)
+    blocks = model.family.block_count(keys)
+    i2v = model.family.is_i2v(model)
     dtypes = tuple(sorted({model.dtype(k) for k in keys}))
     return ModelFacts(model.identity, model.layout, dim, i2v, blocks, len(keys), dtypes,
                       getattr(model, "container", ""), getattr(model, "quantisation", ""))
@@ -119,7 +115,7 @@ def compare_models(base, target) -> ModelsMatch:
 
 def extra_layers(base, target) -> list[str]:
     """The target's tensors the base lacks (FastWan's ``to_gate_compress``), grouped: they are ignored."""
-    return group_blocks(k for k in target.canonical_keys() if k not in base)
+    return group_blocks((k for k in target.canonical_keys() if k not in base), base.family)
 
 
 @dataclass(frozen=True)
@@ -132,22 +128,14 @@ class LoraMatch:
 
 
 def compare_lora(lora, model) -> LoraMatch:
-    kohya = names.underscore_index(model.modules())
     fits, bad, unknown, other = 0, [], [], []
-    for pair in lora.pairs:
-        module = lora.module_for(pair, kohya)
-        wkey = f"{module}.weight"
-        if module is None or wkey not in model:
-            unknown.append(pair.prefix)
-            continue
-        shape = tuple(model.shape(wkey))
-        flat = 1
-        for d in shape[1:]:
-            flat *= d
-        if (pair.out_features, pair.in_features) != (shape[0], flat):
-            bad.append(Mismatch(module, (pair.out_features, pair.in_features), shape))
-        elif len(shape) != 2 or not names.is_transferable(module):
-            other.append(module)
+    for m in matching.match_pairs(lora, model):
+        if m.verdict == matching.UNKNOWN:
+            unknown.append(m.pair.prefix)
+        elif m.verdict == matching.MISFIT:
+            bad.append(Mismatch(m.module, (m.pair.out_features, m.pair.in_features), m.shape))
+        elif m.verdict == matching.NOT_LINEAR:
+            other.append(m.module)
         else:
             fits += 1
     return LoraMatch(len(lora.pairs), fits, bad, unknown, other)
@@ -169,7 +157,8 @@ def verdicts(base=None, target=None, lora=None) -> dict:
         mm = compare_models(base, target)
         out["matches"]["base-target"] = {
             "shared": mm.shared, "mismatched": [m.__dict__ for m in mm.mismatched],
-            "only_base": group_blocks(mm.only_base), "ignored_target_extras": group_blocks(mm.only_target)}
+            "only_base": group_blocks(mm.only_base, base.family),
+            "ignored_target_extras": group_blocks(mm.only_target, base.family)}
         fb, ft = facts["base"], facts["target"]
         if mm.shared == 0:
             problems.append("the base and the target share no layer names: they are different architectures")

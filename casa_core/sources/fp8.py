@@ -10,14 +10,9 @@ from __future__ import annotations
 
 from ..errors import CasaError
 
-FP8_TAGS = ("F8_E4M3", "F8_E5M2")
 WEIGHT_SCALES = ("scale_weight", "weight_scale")
 # inference-only entries of scaled files: consumed, not model tensors
 IGNORED = ("scale_input", "input_scale", "scaled_fp8")
-
-
-def is_fp8(tag: str) -> bool:
-    return tag in FP8_TAGS
 
 
 def split_scales(keys) -> tuple[dict[str, str], set[str]]:

@@ -14,6 +14,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+from .. import dtypes
 from ..errors import CasaError
 
 SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -23,19 +24,9 @@ CONTAINERS = ("generator_ema", "generator", "model", "state_dict", "module")
 
 REMAP_BYTES = 256 << 20
 
-_TAGS = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-         "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-         "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
-
 
 def is_pickled(path: Path) -> bool:
     return Path(path).suffix.lower() in SUFFIXES
-
-
-def dtype_tag(dtype) -> str:
-    """The safetensors dtype tag of a torch dtype (``F32``, ``BF16``, ``F8_E4M3`` ...)."""
-    name = str(dtype).removeprefix("torch.")
-    return _TAGS.get(name, name)
 
 
 def _load(path: Path):
@@ -90,7 +81,7 @@ class PickledFile:
         self.path = Path(path)
         sd, self.container = pick_state_dict(_load(self.path), self.path)
         # key -> (dtype tag, shape); non-tensor entries (step counters ...) are skipped
-        self.tensors = {str(k): (dtype_tag(v.dtype), tuple(v.shape))
+        self.tensors = {str(k): (dtypes.tag_or_name(v.dtype), tuple(v.shape))
                         for k, v in sd.items() if isinstance(v, torch.Tensor)}
         self._sd: dict | None = sd
         self._mapped = 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from casa_core import names
+from casa_core.families import wan
 
 D, F, TEXT, FREQ = 32, 80, 24, 16
 
@@ -63,8 +63,8 @@ def write_model(t: dict[str, torch.Tensor], where: Path, *, layout: str = "origi
     diff = layout == "diffusers"
     out = {}
     for k, v in t.items():
-        module, param = names.split_param(k)
-        m = names.to_diffusers(module) if diff else module
+        module, param = wan.split_param(k)
+        m = wan.to_diffusers(module) if diff else module
         out[prefix + (f"{m}.{param}" if param else m)] = v.to(dtype).contiguous()
     if folder == "diffusers":
         where.mkdir(parents=True)
@@ -96,7 +96,7 @@ def lora_factors(t: dict[str, torch.Tensor], seed: int, rank: int = 4, modules=N
     """{canonical module: (B, A)} for the linears of a model."""
     g = torch.Generator().manual_seed(seed)
     mods = modules or [k[:-7] for k, v in t.items() if k.endswith(".weight") and v.dim() == 2
-                       and names.is_transferable(k[:-7])]
+                       and wan.is_transferable(k[:-7])]
     out = {}
     for m in mods:
         o, i = t[m + ".weight"].shape
@@ -115,7 +115,7 @@ def write_lora(factors, path: Path, *, fmt: str = "comfy", alpha: float | None =
         elif fmt == "kohya":
             pre = "lora_unet_" + m.replace(".", "_")
         elif fmt == "diffusers":
-            pre = "transformer." + names.to_diffusers(m)
+            pre = "transformer." + wan.to_diffusers(m)
         else:
             raise ValueError(fmt)
         down, up = (".lora_down.weight", ".lora_up.weight") if style == "lora_down" else (

@@ -67,13 +67,13 @@ def test_lora_formats(fmt, out_format, tmp_path):
     lora_kw = LORA_FORMATS[fmt]
     plan, got, factors, scale = _exact(MODEL_LAYOUTS["diffusers-folder"], lora_kw, tmp_path, out_format)
     assert plan.lora.format == lora_kw["fmt"]
-    from casa_core.export import key_prefix
+    from casa_core.formats import WRITERS
 
     for lp in plan.layers:
         B, A = factors[lp.module]
         want = scale * B.double() @ A.double()
         layout = plan.lora.format if out_format == "same" else out_format
-        pre = lp.pair.prefix if out_format == "same" else key_prefix(lp.module, layout)
+        pre = lp.pair.prefix if out_format == "same" else WRITERS[layout].key_prefix(lp.module, plan.base.family)
         assert pre in got, (pre, sorted(got)[:3])
         assert torch.allclose(got[pre], want, rtol=0, atol=1e-5 * want.abs().max()), lp.module
 

@@ -12,9 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from casa_core import names
 from casa_core.conversion import Conversion
 from casa_core.errors import CasaError
+from casa_core.families import wan
 from casa_core.lora import LoraSource
 from casa_core.settings import RunOptions, TransferSettings
 from casa_core.sources import open_lora
@@ -78,7 +78,7 @@ def _peft_model(t):
     root = torch.nn.Module()
     for m in MODULES:
         w = t[m + ".weight"]
-        parts = names.to_diffusers(m).split(".")
+        parts = wan.to_diffusers(m).split(".")
         cur = root
         for p in parts[:-1]:
             if not hasattr(cur, p):
@@ -106,14 +106,14 @@ PEFT_CONFIGS = {
 def test_peft_folder(model, tmp_path, kind):
     peft = pytest.importorskip("peft")
     t, _ = model
-    tm = [names.to_diffusers(m).split(".", 2)[2] if m.startswith("blocks.") else names.to_diffusers(m)
+    tm = [wan.to_diffusers(m).split(".", 2)[2] if m.startswith("blocks.") else wan.to_diffusers(m)
           for m in MODULES]
     torch.manual_seed(0)
     pm = peft.get_peft_model(_peft_model(t), PEFT_CONFIGS[kind](peft, sorted(set(tm))))
     want = {}
     for name, mod in pm.base_model.model.named_modules():
         if hasattr(mod, "get_delta_weight") and isinstance(getattr(mod, "base_layer", None), torch.nn.Linear):
-            module = names.to_canonical(name, True)
+            module = wan.to_canonical(name, True)
             want[module] = mod.get_delta_weight("default").detach()
     assert sorted(want) == sorted(MODULES)
     folder = tmp_path / "adapter"
@@ -121,7 +121,7 @@ def test_peft_folder(model, tmp_path, kind):
     plan, got, _ = transfer(model, folder, tmp_path)
     assert len(plan.layers) == len(MODULES)
     assert {lp.pair.kind for lp in plan.layers} == {kind.split("-")[0].replace("rslora", "lora")}
-    check(got, want, lambda m: "base_model.model." + names.to_diffusers(m))
+    check(got, want, lambda m: "base_model.model." + wan.to_diffusers(m))
 
 
 def test_peft_dora_is_refused(tmp_path, model):
@@ -145,14 +145,14 @@ def test_fastvideo_lora_alpha(model, tmp_path):
     fac = _factors(t)
     sd = {}
     for m, (B, A) in fac.items():
-        p = names.to_diffusers(m)
+        p = wan.to_diffusers(m)
         sd |= {f"{p}.lora_A.weight": A, f"{p}.lora_B.weight": B, f"{p}.lora_alpha": torch.tensor(2.0)}
     save_file(sd, tmp_path / "fastvideo.safetensors")
     plan, got, keys = transfer(model, tmp_path / "fastvideo.safetensors", tmp_path, method="direct")
     assert plan.lora.format == "diffusers" and {lp.scale for lp in plan.layers} == {0.5}
     # FastVideo reads only lora_alpha: it stays, set to the rank, with the scale folded in
-    assert all(names.to_diffusers(m) + ".lora_alpha" in keys for m in MODULES)
-    check(got, {m: 0.5 * B @ A for m, (B, A) in fac.items()}, names.to_diffusers)
+    assert all(wan.to_diffusers(m) + ".lora_alpha" in keys for m in MODULES)
+    check(got, {m: 0.5 * B @ A for m, (B, A) in fac.items()}, wan.to_diffusers)
 
 
 def test_diffsynth_default_names(model, tmp_path):

@@ -5,27 +5,20 @@ import sys
 import threading
 
 
-def test_gpu_out_of_memory_hint_names_the_window_controls():
-    from casa_core.errors import CasaError
-    from casa_gui.cli_hints import in_window_words
+def test_the_window_shows_the_cores_message_as_it_is():
+    """The core names settings, not CLI flags: the window needs no rewriting of its own."""
+    from casa_core.api import OutOfMemory
+    from casa_gui.worker import user_message
 
-    msg = in_window_words(CasaError("the GPU ran out of memory on blocks.3.ffn.0",
-                                    "use --device cpu, or close other programs using the GPU"))
-    assert msg.startswith("the GPU ran out of memory on blocks.3.ffn.0.") and "Pick CPU under Device" in msg
-    assert "--device" not in msg
-
-    class OutOfMemoryError(RuntimeError):
-        pass
-
-    assert "Pick CPU under Device" in in_window_words(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    # anything else is left to the caller, in the core's own words
-    assert in_window_words(CasaError("tau must be a number >= 0, got -1", "e.g. --tau 0.5")) is None
+    msg = user_message(OutOfMemory("blocks.3.ffn.0"))
+    assert msg.startswith("the GPU ran out of memory on blocks.3.ffn.0; use the cpu device")
+    assert "--" not in msg
 
 
-def test_cli_hints_is_qt_free():
+def test_session_is_qt_free():
     import subprocess
 
-    code = ("import sys, casa_gui.cli_hints, casa_gui.session, casa_gui.settings_store; "
+    code = ("import sys, casa_gui.session, casa_gui.settings_store; "
             "sys.exit(1 if [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph')] else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
 

@@ -8,12 +8,19 @@ would exceed ``min(out, in)`` the dense update is used with an identity on its s
 So the engine sees an ordinary pair; the converted layer is written as a standard LoRA.
 
 Tucker-decomposed (conv) variants are not materialised: their keys pass through.
+A layer's scale is its ``.alpha`` (kohya's key) over its ``dim``, or from PEFT's config;
+LyCORIS' DoRA (``.dora_scale``) is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import kohya
+
+ALPHA = kohya.ALPHA
+MARKERS = (".hada_w1", ".hada_w2", ".lokr_w1", ".lokr_w2")
+DORA = ".dora_scale"
 LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 LOKR = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 TUCKER = ("hada_t1", "hada_t2", "lokr_t1", "lokr_t2")

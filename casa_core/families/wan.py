@@ -1,0 +1,181 @@
+"""Wan (2.1, 2.2): canonical <-> diffusers names, the blocks, the linears the rule applies to, the sizes.
+
+Canonical names are the original Wan2.1 ones (``blocks.0.self_attn.q.weight``); the
+diffusers layout spells the same modules differently (``blocks.0.attn1.to_q.weight``).
+Nothing else in the project knows those spellings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# (canonical, diffusers) module names inside ``blocks.N.``
+BLOCK_MODULES: tuple[tuple[str, str], ...] = (
+    ("self_attn.q", "attn1.to_q"),
+    ("self_attn.k", "attn1.to_k"),
+    ("self_attn.v", "attn1.to_v"),
+    ("self_attn.o", "attn1.to_out.0"),
+    ("self_attn.norm_q", "attn1.norm_q"),
+    ("self_attn.norm_k", "attn1.norm_k"),
+    ("cross_attn.q", "attn2.to_q"),
+    ("cross_attn.k", "attn2.to_k"),
+    ("cross_attn.v", "attn2.to_v"),
+    ("cross_attn.o", "attn2.to_out.0"),
+    ("cross_attn.norm_q", "attn2.norm_q"),
+    ("cross_attn.norm_k", "attn2.norm_k"),
+    ("cross_attn.k_img", "attn2.add_k_proj"),
+    ("cross_attn.v_img", "attn2.add_v_proj"),
+    ("cross_attn.norm_k_img", "attn2.norm_added_k"),
+    ("ffn.0", "ffn.net.0.proj"),
+    ("ffn.2", "ffn.net.2"),
+    # diffusers swaps the names of the two affine norms
+    ("norm3", "norm2"),
+    ("modulation", "scale_shift_table"),
+)
+
+# (canonical, diffusers) module names outside the blocks
+TOP_MODULES: tuple[tuple[str, str], ...] = (
+    ("text_embedding.0", "condition_embedder.text_embedder.linear_1"),
+    ("text_embedding.2", "condition_embedder.text_embedder.linear_2"),
+    ("time_embedding.0", "condition_embedder.time_embedder.linear_1"),
+    ("time_embedding.2", "condition_embedder.time_embedder.linear_2"),
+    ("time_projection.1", "condition_embedder.time_proj"),
+    ("head.head", "proj_out"),
+    ("head.modulation", "scale_shift_table"),
+    ("img_emb.proj.0", "condition_embedder.image_embedder.norm1"),
+    ("img_emb.proj.1", "condition_embedder.image_embedder.ff.net.0.proj"),
+    ("img_emb.proj.3", "condition_embedder.image_embedder.ff.net.2"),
+    ("img_emb.proj.4", "condition_embedder.image_embedder.norm2"),
+    ("patch_embedding", "patch_embedding"),
+)
+
+# Linears the method applies to (canonical module names): inside every block, and outside them.
+BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o",
+                 "cross_attn.k_img", "cross_attn.v_img", "ffn.0", "ffn.2")
+TOP_LINEARS = ("text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2",
+               "time_projection.1", "head.head", "img_emb.proj.1", "img_emb.proj.3")
+
+# Parameters a block (or the head) holds directly, with no module of their own.
+BARE_PARAMS = ("modulation", "scale_shift_table")
+
+# Names that only the diffusers layout uses: their presence identifies it.
+DIFFUSERS_MARKERS = ("attn1.", "attn2.", "ffn.net.", "condition_embedder.", "proj_out")
+
+# Tensors whose presence or shape tell a model apart: the hidden size, image conditioning (I2V).
+HIDDEN_PROBE = "blocks.0.self_attn.q.weight"
+I2V_PROBE = "blocks.0.cross_attn.k_img.weight"
+
+
+@dataclass(frozen=True)
+class Size:
+    dim: int                # hidden size
+    name: str               # as shown to users
+    architecture: str       # ``modelspec.architecture`` of a LoRA for it
+
+
+SIZES: tuple[Size, ...] = (
+    Size(1536, "Wan2.1 1.3B", "wan2.1-t2v-1.3b/lora"),
+    Size(5120, "Wan2.1 14B", "wan2.1-t2v-14b/lora"),
+    Size(3072, "Wan2.2 5B", "wan2.2-ti2v-5b/lora"),
+)
+ARCHITECTURE = "wan2.1/lora"    # for a hidden size of no known model
+
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)(?:\.(.+))?$")
+_BLOCK_INDEX = re.compile(r"^blocks\.\d+\.")
+_BLOCK_TO_CANON = {d: c for c, d in BLOCK_MODULES}
+_BLOCK_TO_DIFF = {c: d for c, d in BLOCK_MODULES}
+_TOP_TO_CANON = {d: c for c, d in TOP_MODULES}
+_TOP_TO_DIFF = {c: d for c, d in TOP_MODULES}
+_TOP_NAMES = {n for pair in TOP_MODULES for n in pair}
+_SIZES = {s.dim: s for s in SIZES}
+
+
+def matches(names) -> bool:
+    """True when prefix-free tensor or module names are Wan's (a block, or a known top-level module)."""
+    return any(_BLOCK_RE.match(split_param(n)[0]) or split_param(n)[0] in _TOP_NAMES for n in names)
+
+
+def is_diffusers_name(name: str) -> bool:
+    """True when a (prefix-free) module or tensor name is spelled the diffusers way."""
+    return any(m in name for m in DIFFUSERS_MARKERS)
+
+
+def _map(module: str, block_table: dict, top_table: dict) -> str:
+    m = _BLOCK_RE.match(module)
+    if m:
+        idx, rest = m.group(1), m.group(2)
+        if rest is None:
+            return module
+        return f"blocks.{idx}.{block_table.get(rest, rest)}"
+    return top_table.get(module, module)
+
+
+def to_canonical(module: str, diffusers: bool) -> str:
+    """Canonical module name for a prefix-free module name in the given layout."""
+    if not diffusers:
+        return module
+    return _map(module, _BLOCK_TO_CANON, _TOP_TO_CANON)
+
+
+def to_diffusers(module: str) -> str:
+    """The diffusers spelling of a canonical module name (unknown names unchanged)."""
+    return _map(module, _BLOCK_TO_DIFF, _TOP_TO_DIFF)
+
+
+def split_param(key: str) -> tuple[str, str]:
+    """Split a tensor key into (module, parameter).
+
+    ``modulation`` / ``scale_shift_table`` are parameters held directly by a block
+    (or the head), so they are treated as modules with an empty parameter.
+    """
+    last = key.rsplit(".", 1)[-1]
+    if last in BARE_PARAMS or "." not in key:
+        return key, ""
+    return key.rsplit(".", 1)[0], last
+
+
+def canonical_key(key: str, diffusers: bool) -> str:
+    """Canonical tensor key (``module.param``) for a prefix-free key."""
+    module, param = split_param(key)
+    canon = to_canonical(module, diffusers)
+    return f"{canon}.{param}" if param else canon
+
+
+def is_transferable(module: str) -> bool:
+    """True for canonical modules the method may apply to (2-D linears)."""
+    m = _BLOCK_RE.match(module)
+    if m and m.group(2) in BLOCK_LINEARS:
+        return True
+    return module in TOP_LINEARS
+
+
+def hidden_size(model) -> int | None:
+    """The hidden size of a model (its first query's width); None where it has no Wan blocks."""
+    return model.shape(HIDDEN_PROBE)[0] if HIDDEN_PROBE in model else None
+
+
+def is_i2v(model) -> bool:
+    """True for an image-to-video model (its cross-attention reads image keys)."""
+    return I2V_PROBE in model
+
+
+def block_count(keys) -> int:
+    """How many blocks canonical keys span."""
+    return len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
+
+
+def collapse_block(key: str) -> str:
+    """``blocks.N.x`` as ``blocks.*.x``; other names as they are."""
+    return _BLOCK_INDEX.sub("blocks.*.", key)
+
+
+def size_name(dim: int | None) -> str | None:
+    """The model a hidden size names (``Wan2.1 14B``), or None."""
+    return _SIZES[dim].name if dim in _SIZES else None
+
+
+def architecture(dim: int | None) -> str:
+    """``modelspec.architecture`` of a LoRA for a model of this hidden size."""
+    return _SIZES[dim].architecture if dim in _SIZES else ARCHITECTURE
