@@ -63,16 +63,16 @@ def converted(demo_window, qtbot):
 @pytest.fixture
 def slow_layers(monkeypatch):
     """Make each layer take >= 0.15 s so a test can act in the middle of a run."""
-    from casa_gui import session
+    from casa_core.conversion import Conversion
 
-    real = session.pipeline.iter_transfer
+    real = Conversion.layers
 
-    def slow(plan, settings, options, cancel=None):
-        for res in real(plan, settings, options, cancel):
+    def slow(self, settings, options, cancel=None):
+        for res in real(self, settings, options, cancel):
             time.sleep(0.15)
             yield res
 
-    monkeypatch.setattr(session.pipeline, "iter_transfer", slow)
+    monkeypatch.setattr(Conversion, "layers", slow)
     return slow
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from casa_core.api import TransferSettings
 from casa_gui.settings_store import GuiSettings
 
 from ..gui_noqt.env import clean_env
@@ -11,33 +12,55 @@ from ..gui_noqt.env import clean_env
 
 def test_settings_and_layout_persist_in_the_config_dir(demo_window, private_config):
     w = demo_window
-    w.convert.tau.setValue(0.7)
+    w.convert.params.spins["tau"].setValue(0.7)
     w.convert.rank.setEditText("16")
     w.export.format.setCurrentIndex(w.export.format.findData("kohya"))
     w.tabs.setCurrentIndex(2)
     w.close()
     saved = json.loads((private_config / "settings.json").read_text())
-    assert saved["tau"] == 0.7 and saved["rank"] == "16" and saved["out_format"] == "kohya"
+    assert saved["params"]["casa"]["tau"] == 0.7 and saved["rank"] == "16" and saved["out_format"] == "kohya"
     assert saved["lora"].endswith("lora.safetensors") and saved["recent"]["lora"][0] == saved["lora"]
     assert (private_config / "layout.ini").is_file()
     gs = GuiSettings.load()
-    assert gs.tau == 0.7 and gs.rank == "16"
+    assert gs.params["casa"]["tau"] == 0.7 and gs.method == "casa" and gs.rank == "16"
 
 
 def test_a_new_window_restores_settings_and_layout(qtbot, qapp, private_config):
     from casa_gui.main_window import MainWindow
 
-    gs = GuiSettings(tau=0.65, q_act=0.9, rank="32", theme="dark")
+    gs = GuiSettings(params={"casa": {"tau": 0.65, "q_act": 0.9}}, rank="32", theme="dark")
     gs.save()
     w1 = MainWindow(GuiSettings.load())
     qtbot.addWidget(w1)
-    assert w1.convert.tau.value() == 0.65 and w1.convert.rank_text() == "32" and w1.export.rank.currentText() == "32"
+    spins = w1.convert.params.spins
+    assert spins["tau"].value() == 0.65 and spins["q_act"].value() == 0.9
+    assert w1.convert.rank_text() == "32" and w1.export.rank.currentText() == "32"
+    assert w1.state.settings == TransferSettings.of("casa", tau=0.65, q_act=0.9)
     w1.tabs.setCurrentIndex(3)
     w1.close()
     w2 = MainWindow(GuiSettings.load())
     qtbot.addWidget(w2)
     assert w2.tabs.currentIndex() == 3 and w2.gs.theme == "dark"
     w2.close()
+
+
+def test_settings_of_0_1_0_are_read(private_config):
+    """The first release kept CASA's thresholds at the top level of settings.json."""
+    private_config.mkdir(parents=True, exist_ok=True)
+    (private_config / "settings.json").write_text(json.dumps({"method": "casa", "tau": 0.3, "q_act": 0.7}))
+    assert GuiSettings.load().transfer_settings() == TransferSettings.of("casa", tau=0.3, q_act=0.7)
+
+
+def test_switching_method_shows_its_own_parameters(demo_window):
+    w = demo_window
+    spins = w.convert.params.spins
+    spins["q_act"].setValue(0.6)
+    w.convert.method.setCurrentIndex(w.convert.method.findData("direct"))
+    assert w.state.settings == TransferSettings("direct")
+    assert not any(w.convert.params.form.isRowVisible(s) for s in spins.values())   # direct takes none
+    w.convert.method.setCurrentIndex(w.convert.method.findData("casa"))
+    assert w.state.settings == TransferSettings.of("casa", q_act=0.6)                # its values come back
+    assert all(w.convert.params.form.isRowVisible(s) for s in spins.values())
 
 
 def test_dark_theme_renders(converted, qapp, tmp_path):

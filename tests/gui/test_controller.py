@@ -1,6 +1,5 @@
 """The controller without a window, the context each job carries, and the one selected layer."""
 
-from dataclasses import replace
 
 from casa_core.resources import demo_inputs
 
@@ -44,12 +43,12 @@ def test_a_run_keeps_the_settings_it_was_started_with(demo_window, qtbot, slow_l
     with qtbot.waitSignal(ctl.run_finished, timeout=50_000) as blocker:
         assert ctl.start_convert()
         qtbot.waitUntil(lambda: len(ctl.session.results) >= 2, timeout=30_000)
-        w.convert.q_act.setValue(0.4)               # changed while the run goes on
-        assert state.settings.q_act == 0.4
+        w.convert.params.spins["q_act"].setValue(0.4)               # changed while the run goes on
+        assert state.settings.params.q_act == 0.4
     assert blocker.args == ["succeeded"]
-    assert ctl.session.run_settings == started and ctl.session.run_settings.q_act == 0.85
-    assert {r.settings.q_act for r in ctl.session.results.values()} == {0.85}
-    w.convert.q_dom.setValue(0.45)                  # a change after the run says it is not applied
+    assert ctl.session.run_settings == started and ctl.session.run_settings.params.q_act == 0.85
+    assert {r.settings.params.q_act for r in ctl.session.results.values()} == {0.85}
+    w.convert.params.spins["q_dom"].setValue(0.45)                  # a change after the run says it is not applied
     assert w.status.text().startswith("Settings changed since the last run")
     for obj in (w, ctl):
         assert not [k for k in vars(obj) if k.startswith("_pending") or k.endswith("_after_run")]
@@ -63,11 +62,11 @@ def test_an_override_lands_on_the_layer_it_was_asked_for(converted, qtbot):
     qtbot.waitUntil(lambda: not ctl.runner.busy, timeout=30_000)
     before_b = ctl.session.results[b]
     with qtbot.waitSignal(ctl.rearbitrated, timeout=30_000) as blocker:
-        assert ctl.apply_override(a, replace(ctl.session.run_settings, q_act=0.3))
+        assert ctl.apply_override(a, ctl.session.run_settings.with_(q_act=0.3))
         state.select(b)                             # the user moves on before the job is done
     assert blocker.args == [a]
-    assert set(ctl.session.overrides) == {a} and ctl.session.overrides[a].q_act == 0.3
-    assert ctl.session.results[a].settings.q_act == 0.3 and ctl.session.results[b] is before_b
+    assert set(ctl.session.overrides) == {a} and ctl.session.overrides[a].params.q_act == 0.3
+    assert ctl.session.results[a].settings.params.q_act == 0.3 and ctl.session.results[b] is before_b
     assert w.override.module == b and w.heatmap.result is before_b      # the views still show b
     assert w.override.list.count() == 1 and a in w.override.list.item(0).text()
 

@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import Qt
 from safetensors import safe_open
 
-from casa_core import pipeline
+from casa_core.conversion import Conversion
 from casa_core.resources import demo_inputs
 from casa_core.settings import RunOptions, TransferSettings
 
@@ -23,9 +23,9 @@ def read_all(path):
 def cli_output(tmp_path, rank):
     """What `casa convert --demo -o X --rank N` writes (the same function the CLI runs)."""
     d = demo_inputs()
-    plan = pipeline.make_plan(*pipeline.open_sources(str(d["base"]), str(d["target"]), str(d["lora"])))
+    conv = Conversion.open(str(d["base"]), str(d["target"]), str(d["lora"]))
     out = tmp_path / "cli.safetensors"
-    pipeline.convert(plan, out, TransferSettings(), RunOptions(rank=rank, view_size=0), cancel=threading.Event())
+    conv.convert(out, TransferSettings(), RunOptions(rank=rank, view_size=0), cancel=threading.Event())
     return out
 
 
@@ -75,32 +75,32 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
     module = "blocks.0.ffn.0"
     w.state.select(module)
     # selecting a converted layer caches its spectra in the background ...
-    cache = lambda: w.controller.session.state  # noqa: E731
-    qtbot.waitUntil(lambda: cache() is not None and cache()[0][0] == module, timeout=30_000)
+    s = w.controller.session
+    qtbot.waitUntil(lambda: s.has_analysis(module, s.run_options, s.run_settings), timeout=30_000)
     qtbot.waitUntil(lambda: not w.controller.runner.busy)
     # ... so re-arbitrating it never runs a new SVD
     calls = []
-    monkeypatch.setattr(pipeline, "layer_state", lambda *a, **k: calls.append(a) or pytest.fail("new SVD"))
+    monkeypatch.setattr("casa_core.conversion.analyse_pair", lambda *a, **k: calls.append(a) or pytest.fail("new SVD"))
     before = w.controller.session.results[module]
     other_before = w.controller.session.results["blocks.0.ffn.2"]
-    w.override.q_act.setValue(0.3)
+    w.override.params.spins["q_act"].setValue(0.3)
     with qtbot.waitSignal(w.controller.rearbitrated, timeout=30_000):
         qtbot.mouseClick(w.override.layer_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not w.controller.runner.busy)
     after = w.controller.session.results[module]
-    assert after.settings.q_act == 0.3 and after.n_capped > before.n_capped
+    assert after.settings.params.q_act == 0.3 and after.diagnostics.n_capped > before.diagnostics.n_capped
     assert w.heatmap.result is after and w.risk.result is after        # the plots follow
     assert w.controller.session.results["blocks.0.ffn.2"] is other_before          # other layers untouched
-    assert w.controller.session.overrides[module].q_act == 0.3
+    assert w.controller.session.overrides[module].params.q_act == 0.3
     assert w.override.list.count() == 1 and module in w.override.list.item(0).text()
     assert "q_act 0.3" in w.table.model_.data(w.table.model_.index(w.table.model_.row_of(module), 11))
 
     # a second change on the same layer uses the same cache
-    w.override.tau.setValue(0.9)
+    w.override.params.spins["tau"].setValue(0.9)
     with qtbot.waitSignal(w.controller.rearbitrated, timeout=30_000):
         w.override.layer_btn.click()
     qtbot.waitUntil(lambda: not w.controller.runner.busy)
-    assert not calls and w.controller.session.results[module].settings.tau == 0.9
+    assert not calls and w.controller.session.results[module].settings.params.tau == 0.9
 
     out = tmp_path / "over.safetensors"
     w.export.path.setText(str(out))
@@ -119,19 +119,19 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
         w.override.remove_btn.click()
     qtbot.waitUntil(lambda: not w.controller.runner.busy)
     assert module not in w.controller.session.overrides and w.override.list.count() == 0
-    assert w.controller.session.results[module].n_capped == before.n_capped
+    assert w.controller.session.results[module].diagnostics.n_capped == before.diagnostics.n_capped
 
 
 def test_apply_to_all_layers_reruns_with_new_global_thresholds(converted, qtbot):
     w = converted
     w.state.select("blocks.2.self_attn.v")
-    before = {m: r.n_capped for m, r in w.controller.session.results.items()}
-    w.override.q_act.setValue(0.5)
+    before = {m: r.diagnostics.n_capped for m, r in w.controller.session.results.items()}
+    w.override.params.spins["q_act"].setValue(0.5)
     with qtbot.waitSignal(w.controller.run_finished, timeout=50_000) as blocker:
         w.override.all_btn.click()
     assert blocker.args == ["succeeded"]
-    assert w.convert.q_act.value() == 0.5 and w.controller.session.run_settings.q_act == 0.5
-    after = {m: r.n_capped for m, r in w.controller.session.results.items()}
+    assert w.convert.params.spins["q_act"].value() == 0.5 and w.controller.session.run_settings.params.q_act == 0.5
+    after = {m: r.diagnostics.n_capped for m, r in w.controller.session.results.items()}
     assert sum(after.values()) > sum(before.values())
 
 

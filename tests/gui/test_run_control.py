@@ -117,17 +117,17 @@ def test_job_forwards_items_on_the_gui_thread_and_throttles_progress(qtbot, qapp
 
 
 def test_job_reports_errors_as_one_line(qtbot):
-    from casa_core.errors import CasaError
+    from casa_core.api import OutOfMemory
 
     def bad(cancel):
         yield 1
-        raise CasaError("the GPU ran out of memory on blocks.0.ffn.0", "use --device cpu")
+        raise OutOfMemory("blocks.0.ffn.0")
 
     def bug(cancel):
         raise ZeroDivisionError("boom")
         yield
 
-    for fn, expect in ((bad, "Pick CPU under Device, or float32 under Precision"), (bug, "ZeroDivisionError: boom")):
+    for fn, expect in ((bad, "the GPU ran out of memory on blocks.0.ffn.0; use the cpu device"), (bug, "ZeroDivisionError: boom")):
         rec = _Receiver()
         runner = Runner()
         job = Job("test", fn)
