@@ -4,6 +4,7 @@ The repository keeps them in its top-level ``resources/`` folder. A wheel (and a
 carries that folder as the package ``casa_core.bundled`` (setup.py), found with ``importlib.resources``;
 a source checkout run without installing (``python -m casa_core`` from the repository root) uses the
 folder itself; the PyInstaller bundle copies it to ``_internal/resources`` (packaging/casa-studio.spec).
+The method notes, ``docs/method.md`` in the repository, are copied next to them in a wheel and a bundle.
 """
 
 from __future__ import annotations
@@ -37,3 +38,11 @@ def demo_inputs() -> dict[str, Path]:
     """Paths of the bundled demo base, target and LoRA."""
     d = resource_dir() / "demo"
     return {"base": d / "base.safetensors", "target": d / "target", "lora": d / "lora.safetensors"}
+
+
+def method_doc() -> Path | None:
+    """The method notes (docs/method.md): the rule, the other methods, the departures from the authors' code."""
+    for path in (resource_dir() / "method.md", CHECKOUT.parent / "docs" / "method.md"):
+        if path.is_file():
+            return path
+    return None

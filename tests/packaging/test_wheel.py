@@ -27,7 +27,9 @@ RESOURCES = ROOT / "resources"
 NEEDED = ["demo/base.safetensors", "demo/lora.safetensors", "demo/target/model_index.json",
           "demo/target/transformer/config.json", "demo/target/transformer/diffusion_pytorch_model.safetensors",
           "icons/casa-studio.png", "icons/casa-studio.ico", "icons/casa-studio-256.png", "casa-studio.desktop"]
-PROBE = "from casa_core.resources import resource_dir, demo_inputs; print(resource_dir()); print(demo_inputs()['base'])"
+PROBE = ("from casa_core.resources import resource_dir, demo_inputs, method_doc; print(resource_dir()); "
+         "print(demo_inputs()['base']); print(method_doc())")
+METHOD_DOC = ROOT / "docs" / "method.md"
 TORCH = os.environ.get("CASA_TEST_TORCH", "torch==2.13.0")  # the CPU build the README's commands use
 
 
@@ -78,6 +80,7 @@ def test_wheel_contents(dist):
         names = set(z.namelist())
         for rel in NEEDED:  # byte for byte the repository's resources/
             assert z.read(f"casa_core/bundled/{rel}") == (RESOURCES / rel).read_bytes(), rel
+        assert z.read("casa_core/bundled/method.md") == METHOD_DOC.read_bytes()
         entry_points = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert {"casa_core/cli.py", "casa_core/sources/hub.py", "casa_gui/app.py", "casa_gui/plots/__init__.py"} <= names
@@ -114,17 +117,19 @@ def test_resources_from_an_unpacked_wheel(dist, tmp_path):
     with zipfile.ZipFile(dist["wheel"]) as z:
         z.extractall(site)
     # -S: no site-packages, so neither the editable install nor the checkout can answer.
-    found, base = _probe(sys.executable, "-S", cwd=tmp_path, path=[site])
+    found, base, doc = _probe(sys.executable, "-S", cwd=tmp_path, path=[site])
     assert Path(found) == site / "casa_core" / "bundled"
     assert Path(base).is_file()
+    assert Path(doc) == site / "casa_core" / "bundled" / "method.md"
     assert all((Path(found) / rel).is_file() for rel in NEEDED)
 
 
 def test_resources_in_a_source_checkout(tmp_path):
     """A checkout run without installing (`python -m casa_core` from the repository root)."""
-    found, base = _probe(sys.executable, "-S", cwd=tmp_path, path=[ROOT])
+    found, base, doc = _probe(sys.executable, "-S", cwd=tmp_path, path=[ROOT])
     assert Path(found) == RESOURCES
     assert Path(base) == RESOURCES / "demo" / "base.safetensors"
+    assert Path(doc) == METHOD_DOC
 
 
 def test_resources_in_this_interpreter():
@@ -134,20 +139,25 @@ def test_resources_in_this_interpreter():
     found = resources.resource_dir()
     assert resources._installed() == found, "casa_core.bundled is not importable here: reinstall (pip install -e .)"
     assert all((found / rel).is_file() for rel in NEEDED)
+    assert resources.method_doc().read_text().startswith("# The method")
     if (ROOT / "casa_core" / "resources.py").samefile(resources.__file__):
         assert found == RESOURCES  # editable: the repository's folder itself
+        assert resources.method_doc() == METHOD_DOC
 
 
 def test_resources_in_a_frozen_bundle(tmp_path, monkeypatch):
-    """PyInstaller: packaging/casa-studio.spec copies resources/ to _internal/resources (sys._MEIPASS)."""
+    """PyInstaller: packaging/casa-studio.spec copies resources/ and docs/method.md to _internal/resources
+    (sys._MEIPASS); test_build_linux.py checks the real bundle."""
     from casa_core import resources
 
     spec = (ROOT / "packaging" / "casa-studio.spec").read_text()
-    assert 'datas=[(str(ROOT / "resources"), "resources")]' in spec
+    assert 'datas=[(str(ROOT / "resources"), "resources"), (str(ROOT / "docs" / "method.md"), "resources")]' in spec
     shutil.copytree(RESOURCES, tmp_path / "resources")
+    shutil.copy(METHOD_DOC, tmp_path / "resources")
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
     assert resources.resource_dir() == tmp_path / "resources"
     assert resources.demo_inputs()["base"] == tmp_path / "resources" / "demo" / "base.safetensors"
+    assert resources.method_doc() == tmp_path / "resources" / "method.md"
 
 
 @pytest.mark.slow
@@ -187,6 +197,7 @@ def test_wheel_installs_and_runs(dist, tmp_path):
     png = (work / "shot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
-    found, base = _probe(py, cwd=work)
+    found, base, doc = _probe(py, cwd=work)
     assert Path(found).parent.parent.name == "site-packages" and venv in Path(found).parents
     assert all((Path(found) / rel).is_file() for rel in NEEDED)
+    assert Path(doc) == Path(found) / "method.md"
