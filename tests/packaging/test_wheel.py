@@ -4,7 +4,7 @@ The fast tests build both (a few seconds; pip fetches setuptools for the isolate
 them with `twine check`, read their contents and metadata, and find the bundled resources in each
 setting casa_core.resources serves. The slow one installs the wheel into a fresh venv and runs
 `casa --version`, `casa convert --demo` and `casa-gui --self-test` from outside the repository
-(about a minute): `.venv/bin/python -m pytest -m slow tests/packaging/test_wheel.py`.
+(one to three minutes, most of it pip): `.venv/bin/python -m pytest -m slow tests/packaging/test_wheel.py`.
 """
 
 from __future__ import annotations
@@ -201,3 +201,9 @@ def test_wheel_installs_and_runs(dist, tmp_path):
     assert Path(found).parent.parent.name == "site-packages" and venv in Path(found).parents
     assert all((Path(found) / rel).is_file() for rel in NEEDED)
     assert Path(doc) == Path(found) / "method.md"
+    # The window icon, as casa_gui/app.py loads it.
+    icon = ("from PySide6.QtGui import QGuiApplication, QIcon; app = QGuiApplication([]); "
+            "from casa_core.resources import resource_dir; "
+            "print(QIcon(str(resource_dir() / 'icons' / 'casa-studio.png')).pixmap(64, 64).width())")
+    proc = subprocess.run([str(py), "-c", icon], capture_output=True, text=True, cwd=work, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "64", proc.stdout + proc.stderr
