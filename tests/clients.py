@@ -20,7 +20,7 @@ from casa_core.families import wan
 
 
 def golden_wan_config() -> dict:
-    """``WanTransformer3DModel`` kwargs matching the shapes of shared/golden/*.
+    """``WanTransformer3DModel`` kwargs matching the shapes of tests/golden/*.
 
     hidden 64 (2 heads x 32), ffn 160, 2 blocks, text_dim 32, freq_dim 32,
     4 in/out channels, patch (1, 2, 2) so ``head.head`` is 16 x 64.

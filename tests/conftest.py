@@ -5,8 +5,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-GOLDEN = sorted(p for p in (SHARED / "golden").glob("*") if (p / "case.json").is_file())
+GOLDEN_DIR = ROOT / "tests" / "golden"  # the repository's own golden cases: always run
+SHARED = ROOT.parent / "shared"  # a team checkout may have this beside the clone; a bare clone does not
+
+
+def _cases(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if (p / "case.json").is_file())
+
+
+OWN_GOLDEN = _cases(GOLDEN_DIR)
+# Cases in ../shared/golden run in addition when that folder exists; a name the repository has is its copy.
+SHARED_GOLDEN = [p for p in _cases(SHARED / "golden") if p.name not in {c.name for c in OWN_GOLDEN}]
+GOLDEN = OWN_GOLDEN + SHARED_GOLDEN
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +26,9 @@ def casa_cmd():
 
 
 def pytest_report_header(config):
-    return f"shared: {SHARED} ({len(GOLDEN)} golden cases)"
+    shared = f"{len(SHARED_GOLDEN)} more from {SHARED / 'golden'}" if (SHARED / "golden").is_dir() \
+        else f"{SHARED / 'golden'} absent"
+    return f"golden cases: {len(OWN_GOLDEN)} in {GOLDEN_DIR}, {shared}"
 
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

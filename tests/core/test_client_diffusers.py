@@ -8,7 +8,7 @@ import torch
 from casa_core.conversion import Conversion
 from casa_core.resources import demo_inputs
 from casa_core.settings import RunOptions, TransferSettings
-from tests.conftest import SHARED
+from tests.conftest import GOLDEN_DIR
 
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
@@ -46,7 +46,7 @@ def test_demo_outputs_load_in_diffusers(fmt, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["same", "comfy", "diffusers"])
 def test_golden_comfy_case_with_outside_layers_loads(fmt, tmp_path):
-    case = SHARED / "golden" / "comfy-lora_original-base_diffusers-target"
+    case = GOLDEN_DIR / "comfy-lora_original-base_diffusers-target"
     results, outs = _convert(case / "base.safetensors", case / "target", case / "lora.safetensors", tmp_path, [fmt])
     _check(results, outs[fmt], golden_wan_config())
 
@@ -54,7 +54,7 @@ def test_golden_comfy_case_with_outside_layers_loads(fmt, tmp_path):
 @pytest.mark.parametrize("fmt", ["same", "kohya"])
 def test_golden_kohya_case_loads(fmt, tmp_path):
     """diffusers reads kohya files only for block layers (formats.md); this case holds only those."""
-    case = SHARED / "golden" / "kohya-lora_diffusers-base_krea-bf16-target"
+    case = GOLDEN_DIR / "kohya-lora_diffusers-base_krea-bf16-target"
     results, outs = _convert(case / "base", case / "target.safetensors", case / "lora.safetensors", tmp_path, [fmt],
                              rank=3)
     _check(results, outs[fmt], golden_wan_config())

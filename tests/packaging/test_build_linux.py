@@ -97,7 +97,9 @@ def test_packages_exist_and_are_sane(build):
     for path in ("./opt/casa-studio/casa", "./opt/casa-studio/casa-gui", "./usr/bin/casa -> /opt/casa-studio/casa",
                  "./usr/share/applications/casa-studio.desktop",
                  "./usr/share/icons/hicolor/256x256/apps/casa-studio.png",
-                 "./opt/casa-studio/_internal/resources/demo/base.safetensors"):
+                 "./opt/casa-studio/_internal/resources/demo/base.safetensors",
+                 "./opt/casa-studio/_internal/resources/icons/casa-studio.png",
+                 "./opt/casa-studio/_internal/resources/method.md"):
         assert path in listing, path
     for unwanted in ("/diffusers/", "/transformers/", "/peft/", "/tkinter/", "/translations/", "torch/include/"):
         assert unwanted not in listing, unwanted
