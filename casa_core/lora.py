@@ -71,7 +71,8 @@ class LoraSource:
             raise CasaError(f"LoRA {self.path} holds no tensors", "pick the LoRA file")
         if not formats.looks_like_lora(raw):
             raise CasaError(f"{self.path} looks like a model checkpoint, not a LoRA",
-                            "pass it as --base or --target and give the LoRA file to --lora")
+                            "give it as the base or the target model, and the LoRA file as the LoRA",
+                            setting="lora")
         dora = next((k for k in raw if any(m in k for m in formats.DORA_MARKERS)), None)
         if dora is not None or (self.peft or {}).get("use_dora"):
             raise CasaError(f"LoRA {self.path.name} is a DoRA ({dora or 'use_dora in ' + peft.CONFIG}); its "
@@ -115,7 +116,8 @@ class LoraSource:
         if len(files) != 1:
             shown = ", ".join(f.name for f in files[:5]) + (", ..." if len(files) > 5 else "")
             raise CasaError(f"LoRA folder {folder} holds {len(files)} weight files" + (f" ({shown})" if files else ""),
-                            "pick one with --lora-file NAME, or give the LoRA file itself")
+                            "pick one by its file name, or give the LoRA file itself", setting="lora_file",
+                            example="NAME")
         return files[0]
 
     def _peft_scale(self, prefix: str, rank: int, kind: str) -> float | None:

@@ -78,7 +78,7 @@ class ModelSource:
             raise CasaError(f"{role} {self.path} holds no tensors", "pick the model's weights")
         if formats.looks_like_lora(raw):
             raise CasaError(f"{self.path} looks like a LoRA, not a {role} model",
-                            "pass it as --lora and give the model checkpoint here")
+                            "give it as the LoRA, and the model checkpoint here", setting=role)
         unwrapped = [names.strip_wrappers(k) for k in raw]
         prefix = names.common_prefix(unwrapped)
         stripped = [k[len(prefix):] for k in unwrapped]

@@ -76,8 +76,8 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
     try:
         pattern = re.compile(layers) if layers else None
     except re.error as exc:
-        raise CasaError(f"--layers {layers!r} is not a valid regular expression ({exc})",
-                        "e.g. --layers 'blocks\\.(0|1)\\.'") from None
+        raise CasaError(f"the layers pattern {layers!r} is not a valid regular expression ({exc})",
+                        "e.g. 'blocks\\.(0|1)\\.'", setting="layers") from None
     planned: list[LayerPlan] = []
     passed: list[PassThrough] = []
     unmatched = misfit = 0
@@ -91,7 +91,7 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
                 unmatched += 1
             passed.append(PassThrough(m.pair.prefix, m.module, REASONS[m.verdict]))
         elif pattern and not pattern.search(m.module):
-            passed.append(PassThrough(m.pair.prefix, m.module, "excluded by --layers"))
+            passed.append(PassThrough(m.pair.prefix, m.module, "excluded by the layers pattern"))
         else:
             planned.append(LayerPlan(m.module, m.pair, (m.shape[0], m.shape[1])))
     if first_misfit:
@@ -104,7 +104,7 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
             raise CasaError(f"the LoRA matches no layer of the base model (first LoRA layer: {lora.pairs[0].prefix})",
                             "it is probably for another model family (SDXL, a text encoder); pick a Wan2.1 LoRA")
         raise CasaError("no LoRA layer is left to transfer (all pass through)",
-                        "check --layers and that the target holds the LoRA's layers")
+                        "check the layers pattern and that the target holds the LoRA's layers", setting="layers")
     return Plan(base, target, lora, planned, passed)
 
 

@@ -30,11 +30,12 @@ def locate(spec, kind: str = "model", *, lora_file: str | None = None,
     if lora_file:
         if path.is_dir():
             if not (path / lora_file).is_file():
-                raise CasaError(f"LoRA folder {path} has no file {lora_file}", "check --lora-file")
+                raise CasaError(f"LoRA folder {path} has no file {lora_file}", "check the LoRA file name",
+                                setting="lora_file")
             return path / lora_file, str(path / lora_file)
         if path.exists() and path.name != Path(lora_file).name:
-            raise CasaError(f"--lora-file {lora_file} was given, but --lora {path} is a file",
-                            "use --lora-file only with a folder or a Hugging Face repo")
+            raise CasaError(f"a LoRA file name ({lora_file}) was given, but the LoRA {path} is a file",
+                            "name a file only with a folder or a Hugging Face repo", setting="lora_file")
     return path, str(spec)
 
 

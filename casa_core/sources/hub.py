@@ -61,8 +61,8 @@ class Resolved:
 class ChoiceNeeded(CasaError):
     """The repo holds several candidates; ``choices`` lists them (the GUI offers them)."""
 
-    def __init__(self, what: str, todo: str, choices: list[str]):
-        super().__init__(what, todo)
+    def __init__(self, what: str, todo: str, choices: list[str], setting: str | None = None):
+        super().__init__(what, todo, setting=setting, example="NAME" if setting else None)
         self.choices = choices
 
 
@@ -117,11 +117,12 @@ def _weights(files: list[str], repo: HubRef, prefix: str = "") -> tuple[str | No
 
 def _several(repo: HubRef, choices: list[str], kind: str) -> ChoiceNeeded:
     shown = ", ".join(choices[:6]) + (", ..." if len(choices) > 6 else "")
-    todo = ("pick one with --lora-file NAME" if kind == "lora"
+    todo = ("pick one by its file name" if kind == "lora"
             else f"name one as {repo.repo_id}:{(repo.subfolder + '/') if repo.subfolder else ''}FILE")
     label = "LoRA" if kind == "lora" else "model"
     n = len(choices)
-    return ChoiceNeeded(f"{label} repo {repo} holds {n} weight file{'s' * (n != 1)} ({shown})", todo, choices)
+    return ChoiceNeeded(f"{label} repo {repo} holds {n} weight file{'s' * (n != 1)} ({shown})", todo, choices,
+                        "lora_file" if kind == "lora" else None)
 
 
 def _choose_model(listing: list[str], repo: HubRef) -> _Choice:
@@ -299,7 +300,8 @@ def resolve(ref: HubRef, kind: str = "model", *, lora_file: str | None = None,
     try:
         choice = _choose(kind, listing, ref, lora_file)
     except _Missing as exc:
-        raise CasaError(str(exc), "check the repo id" + (" and --lora-file" if kind == "lora" else "")) from None
+        raise CasaError(str(exc), "check the repo id" + (" and the LoRA file name" if kind == "lora" else ""),
+                        setting="lora_file" if kind == "lora" else None) from None
     needed = list(choice.needed)
     paths = _fetch(ref, needed, prefix, sizes, cache, token, progress, cancel, sha)
     if choice.index:

@@ -125,7 +125,8 @@ def test_loras_resolve_offline(offline, inputs, tmp_path):
     put_in_cache(offline, "someone/many", {"a/v1.safetensors": inputs.lora, "v2.safetensors": inputs.lora})
     with pytest.raises(hub.ChoiceNeeded) as e:
         open_lora("someone/many")
-    assert "--lora-file" in str(e.value) and e.value.choices == ["a/v1.safetensors", "v2.safetensors"]
+    assert "pick one by its file name" in str(e.value) and e.value.setting == "lora_file"
+    assert e.value.choices == ["a/v1.safetensors", "v2.safetensors"]
     chosen = open_lora("someone/many", lora_file="v1.safetensors")
     assert chosen.identity == f"someone/many@{SHA}:a/v1.safetensors"
     assert open_lora("someone/many", lora_file="a/v1.safetensors").path == chosen.path
@@ -245,7 +246,7 @@ def test_online_original_repo_skips_other_weights(online, inputs):
 
 def test_online_lora_choice_and_cancel(online, inputs):
     fake = online("someone/loras", {"a.safetensors": inputs.lora, "b.safetensors": inputs.lora})
-    with pytest.raises(hub.ChoiceNeeded, match="pick one with --lora-file"):
+    with pytest.raises(hub.ChoiceNeeded, match="pick one by its file name"):
         open_lora("someone/loras")
     assert fake.fetched == []
     cancel = threading.Event()

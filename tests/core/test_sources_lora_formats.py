@@ -272,12 +272,13 @@ def test_folder_with_several_loras(model, tmp_path):
     folder.mkdir()
     for name in ("epoch10.safetensors", "epoch20.safetensors"):
         f.write_lora(_factors(t), folder / name)
-    with pytest.raises(CasaError, match="holds 2 weight files .*epoch10.safetensors, epoch20.safetensors.*--lora-file"):
+    with pytest.raises(CasaError, match="holds 2 weight files .*epoch10.safetensors, epoch20.safetensors.*name") as e:
         open_lora(folder)
+    assert e.value.setting == "lora_file"
     assert open_lora(folder, lora_file="epoch20.safetensors").path.name == "epoch20.safetensors"
     with pytest.raises(CasaError, match="has no file epoch30"):
         open_lora(folder, lora_file="epoch30.safetensors")
     cfg = json.dumps({"r": 4, "lora_alpha": 4})
     (folder / "adapter_config.json").write_text(cfg)   # not a PEFT folder without adapter_model.*
-    with pytest.raises(CasaError, match="--lora-file"):
+    with pytest.raises(CasaError, match="pick one by its file name"):
         open_lora(folder)

@@ -127,7 +127,8 @@ def test_job_reports_errors_as_one_line(qtbot):
         raise ZeroDivisionError("boom")
         yield
 
-    for fn, expect in ((bad, "the GPU ran out of memory on blocks.0.ffn.0; use the cpu device"), (bug, "ZeroDivisionError: boom")):
+    for fn, expect in ((bad, "the GPU ran out of memory on blocks.0.ffn.0; use the cpu device"),
+                       (bug, "ZeroDivisionError: boom")):
         rec = _Receiver()
         runner = Runner()
         job = Job("test", fn)
