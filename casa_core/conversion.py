@@ -186,8 +186,10 @@ class Conversion:
 
     def check_output(self, output, report=None) -> None:
         """Refuse an output (or report) that would overwrite an input or cannot be written; before any work."""
+        from .export import source_date
         from .outputs import check_destination
 
+        source_date()   # an unusable SOURCE_DATE_EPOCH is refused before the work, not after it
         prot = self.protected()
         check_destination(output, "output", prot, setting="output")
         if report is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,26 +21,20 @@ class ExportInfo:
     dropped: tuple[str, ...] = ()   # pass-through keys the chosen layout cannot hold
 
 
-def check_output(output: Path, inputs) -> None:
-    """Refuse an output that would overwrite an input or cannot be written; before any work."""
-    output = Path(output)
-    if output.is_dir():
-        raise CasaError(f"output {output} is a folder", "give a file name ending in .safetensors")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise CasaError(f"output folder {parent} does not exist", "create it or pick another output path")
-    try:  # a real probe: permissions, read-only mounts and full disks all show here
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError:
-        raise CasaError(f"output folder {parent} cannot be written", "pick a folder you can write to") from None
-    out = output.resolve()
-    for src in inputs:
-        if src is None:
-            continue
-        src = Path(src).resolve()
-        if out == src:
-            raise CasaError(f"output {output} is one of the inputs", "pick a new file name for the output")
+def source_date() -> str | None:
+    """``modelspec.date`` from ``SOURCE_DATE_EPOCH`` (reproducible builds), or None when it is unset."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None:
+        return None
+    import datetime
+
+    try:
+        ts = datetime.datetime.fromtimestamp(int(raw.strip()), datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise CasaError(f"SOURCE_DATE_EPOCH={shown!r} is not a Unix timestamp (whole seconds since 1970)",
+                        "unset it, or set it to e.g. 1767225600") from None
+    return ts.strftime("%Y-%m-%d")
 
 
 def sha256_file(path: Path) -> str:
@@ -127,11 +120,9 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
     for k in ("modelspec.date", "modelspec.author", "modelspec.description"):
         if k in plan.lora.metadata:
             meta[k] = plan.lora.metadata[k]
-    if "SOURCE_DATE_EPOCH" in os.environ:
-        import datetime
-
-        ts = datetime.datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), datetime.timezone.utc)
-        meta["modelspec.date"] = ts.strftime("%Y-%m-%d")
+    date = source_date()
+    if date is not None:
+        meta["modelspec.date"] = date
     meta.update(formats.WRITERS[layout].header(ranks))
     for k, v in (provenance or {}).items():
         meta[f"casa.{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
@@ -140,19 +131,7 @@ def write_lora(plan, results, output, *, out_format: str = "same", out_dtype: st
 
 
 def _atomic_save(tensors, meta, output: Path, layout: str) -> ExportInfo:
-    fd, tmp = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".",
-                               prefix=f".{output.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        stwriter.save(tensors, tmp, meta)
-        os.replace(tmp, output)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CasaError(f"cannot write {output}: {exc.strerror or exc}",
-                            "check free disk space and permissions") from None
-        raise
+    from .outputs import atomic_write
+
+    atomic_write(output, lambda fh: stwriter.write(tensors, fh, meta), "output")
     return ExportInfo(output, output.stat().st_size, len(tensors), layout)

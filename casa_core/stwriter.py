@@ -13,8 +13,8 @@ import json
 from . import dtypes
 
 
-def save(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (name -> CPU torch tensor) to ``path`` in the safetensors format."""
+def write(tensors: dict, fh, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (name -> CPU torch tensor) to the binary file object ``fh`` in the safetensors format."""
     import torch
 
     header: dict = {}
@@ -30,9 +30,8 @@ def save(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
         offset += n
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as fh:
-        fh.write(len(blob).to_bytes(8, "little"))
-        fh.write(blob)
-        for name in order:
-            t = tensors[name].detach().contiguous().cpu()
-            fh.write(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    fh.write(len(blob).to_bytes(8, "little"))
+    fh.write(blob)
+    for name in order:
+        t = tensors[name].detach().contiguous().cpu()
+        fh.write(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -194,3 +194,19 @@ def test_protected_folders_cover_everything_inside(tmp_path):
     assert prot.clash(tmp_path / "model-other.safetensors") is None
     with pytest.raises(Exception, match="lies inside the input folder"):
         check_destination(tmp_path / "model" / "x", "output", prot)
+
+
+@pytest.mark.parametrize("value", ["yesterday", "1.5e9", "9" * 30])
+def test_an_unusable_source_date_epoch_is_refused_before_the_work(inputs, tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    out = tmp_path / "o.safetensors"
+    assert _convert(inputs, "--output", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SOURCE_DATE_EPOCH=" in err[0] and "Unix timestamp" in err[0], err
+    assert not out.exists()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    assert _convert(inputs, "--output", str(out)) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as fh:
+        assert fh.metadata()["modelspec.date"] == "2026-01-01"
