@@ -14,13 +14,13 @@ from .export import ExportInfo
 from .layers import LayerResult
 from .methods import MethodParams, ParamInfo, TransferMethod
 from .report import RunReport
-from .resources import demo_inputs, resource_dir
+from .resources import demo_inputs, method_doc, resource_dir
 from .settings import DTYPES, FORMATS, PRECISIONS, RunOptions, TransferSettings, parse_rank
 from .views import LayerViews
 
 __all__ = [
     "DTYPES", "FORMATS", "PRECISIONS", "Cancelled", "CasaError", "Compute", "Conversion", "ExportInfo",
     "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions", "RunReport",
-    "TransferMethod", "TransferSettings", "__version__", "demo_inputs", "methods", "parse_rank",
+    "TransferMethod", "TransferSettings", "__version__", "demo_inputs", "method_doc", "methods", "parse_rank",
     "resolve_device", "resource_dir",
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from casa_core.api import method_doc
+
+PAPER = "https://arxiv.org/abs/2605.01929"
 
 
 class Actions:
@@ -54,6 +58,8 @@ class Actions:
         m.addAction(win.controls_dock.toggleViewAction())
         m.addAction(win.log_dock.toggleViewAction())
         m = bar.addMenu("&Help")
+        m.addAction(act("How CASA &works", self.show_method, tip="The rule, the other methods, and where this "
+                        "implementation departs from the authors' research code (docs/method.md)"))
         m.addAction(act("&About CASA Studio", self.show_about))
         state.job_changed.connect(self._job_changed)
         self._job_changed(state.job)
@@ -65,13 +71,28 @@ class Actions:
         self.cancel.setEnabled(bool(name))
 
     def show_about(self) -> None:
+        import html
+
         from .diagnostics import runtime_summary
         from .settings_store import log_dir
 
-        text = runtime_summary().replace("; ", "\n")
+        doc = method_doc()
+        how = (f'<a href="{QUrl.fromLocalFile(str(doc)).toString()}">docs/method.md</a>' if doc is not None
+               else "docs/method.md in the source repository")
+        runtime = "<br>".join(html.escape(part) for part in runtime_summary().split("; "))
         QMessageBox.about(self.win, "About CASA Studio",
-                          "Moves a LoRA from a base video diffusion model onto a distilled variant "
-                          f"(CASA, closed form).\n\n{text}\n\nLogs: {log_dir()}")
+                          "<p>Moves a LoRA from a base video diffusion model onto a distilled variant "
+                          "(CASA, closed form).</p>"
+                          f"<p>How it works: {how}: the rule, the other methods, and where this implementation "
+                          "departs from the authors' research code. Paper: "
+                          f'<a href="{PAPER}">arXiv 2605.01929</a>.</p>'
+                          f"<p>{runtime}</p><p>Logs: {html.escape(str(log_dir()))}</p>")
+
+    def show_method(self) -> None:
+        doc = method_doc()
+        if doc is None or not QDesktopServices.openUrl(QUrl.fromLocalFile(str(doc))):
+            QMessageBox.information(self.win, "How CASA works",
+                                    f"The method notes are docs/method.md in the source repository, and {PAPER}.")
 
     def export_plots_dialog(self) -> None:
         win = self.win

@@ -108,3 +108,13 @@ def test_about_box_names_torch_and_device(window, monkeypatch):
     window.menus.show_about()
     assert torch.__version__ in shown["text"]
     assert "default device" in shown["text"] and "Logs:" in shown["text"]
+
+
+def test_about_box_links_the_method_notes(demo_window, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append(text))
+    demo_window.menus.show_about()
+    assert len(shown) == 1 and "method.md</a>" in shown[0] and "torch" in shown[0]
+    assert 'href="file://' in shown[0] and "arxiv.org/abs/2605.01929" in shown[0]
