@@ -385,8 +385,8 @@ class Controller(QObject):
         options = replace(s.run_options, overrides={})
         st = what.settings
         log.info("%s: re-arbitrating with %s (%s)", what.module, st.to_dict(),
-                 "cached spectra, no new SVD" if s.has_analysis(what.module, options, st)
-                 else "computing its spectra once")
+                 "its analysis is kept: no new SVD" if s.has_analysis(what.module, options, st)
+                 else "analysing it once")
         self._start(Job("re-arbitration", jobs.rearbitrate_job(s.conversion, what.module, st, options)), what,
                     item=self._on_rearbitrated, failed=self._error)
         return True

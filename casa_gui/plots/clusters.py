@@ -50,6 +50,7 @@ class ClusterView(PlotPage):
 
     def set_result(self, res) -> None:
         if not self.accept(res, "does not cluster; there is no map to show."):
+            self.info.setText("")   # the figures of the layer shown before do not stay
             return
         self.show_view()
         views = res.views

@@ -77,6 +77,7 @@ class HeatmapView(PlotPage):
 
     def set_result(self, res) -> None:
         if not self.accept(res, "draws no routing matrices."):
+            self.info.setText("")   # the figures of the layer shown before do not stay
             return
         self._redraw()
 

@@ -181,3 +181,24 @@ def pg_point(x, y):
     from PySide6.QtCore import QPointF
 
     return QPointF(x, y)
+
+
+def test_an_override_may_change_the_layers_method(converted, qtbot):
+    """The override panel lists the registry's methods; a layer may run another one."""
+    w = converted
+    module = "blocks.0.ffn.0"
+    w.state.select(module)
+    qtbot.waitUntil(lambda: not w.controller.runner.busy, timeout=30_000)
+    assert w.heatmap.info.text().startswith(module)
+    w.override.method.setCurrentIndex(w.override.method.findData("direct"))
+    assert not any(w.override.params.form.isRowVisible(s) for s in w.override.params.spins.values())
+    with qtbot.waitSignal(w.controller.rearbitrated, timeout=30_000):
+        w.override.layer_btn.click()
+    qtbot.waitUntil(lambda: not w.controller.runner.busy)
+    res = w.controller.session.results[module]
+    assert res.method == "direct" and res.views is None and res.diagnostics is None
+    assert w.controller.session.overrides[module] == TransferSettings("direct")
+    assert "direct method draws no routing" in w.heatmap.message.text() and w.heatmap.info.text() == ""
+    row = w.table.model_.row_of(module)
+    assert w.table.model_.data(w.table.model_.index(row, 6)) == ""          # no k for this method
+    assert "Direct" in w.table.model_.data(w.table.model_.index(row, 11))
