@@ -123,7 +123,7 @@ class Conversion:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
 
-    def analysis(self, module: str, options: RunOptions, method: str = "casa"):
+    def analysis(self, module: str, options: RunOptions, method: str = methods.DEFAULT):
         """The expensive analysis of one layer for ``method``, valid for any of its parameters.
 
         The last one asked for is kept, so that concluding the same layer again (other
@@ -139,7 +139,7 @@ class Conversion:
         self._kept = _Analysis(key, value)
         return value
 
-    def has_analysis(self, module: str, options: RunOptions, method: str = "casa") -> bool:
+    def has_analysis(self, module: str, options: RunOptions, method: str = methods.DEFAULT) -> bool:
         """Whether ``analysis`` would answer at once (no read, no SVD)."""
         return self._kept is not None and self._kept.key == (module, method, options.precision, options.device)
 
@@ -306,7 +306,7 @@ def _header_bytes(path: Path) -> bytes:
 
 # ---- computing one layer ----------------------------------------------------------
 
-def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = "casa", params=None,
+def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = methods.DEFAULT, params=None,
                   dtype=None, device="cpu", exact: bool = False, spectra: bool = False, consume: bool = False):
     """One layer's analysis for ``method`` from its tensors (the conversion, benchmarks, tests).
 

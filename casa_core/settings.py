@@ -20,7 +20,7 @@ class TransferSettings:
     ``TransferSettings()`` is CASA with its defaults; ``TransferSettings.of("casa", tau=0.3)``
     changes some; ``params`` is the method's own typed parameters class.
     """
-    method: str = "casa"
+    method: str = methods.DEFAULT
     params: MethodParams | None = None     # None: the method's defaults
 
     def __post_init__(self):
@@ -28,7 +28,7 @@ class TransferSettings:
             object.__setattr__(self, "params", methods.get(self.method).Params())
 
     @classmethod
-    def of(cls, method: str = "casa", **values) -> TransferSettings:
+    def of(cls, method: str = methods.DEFAULT, **values) -> TransferSettings:
         """Settings for ``method``, the given parameters changed from its defaults (validated)."""
         return cls(method, with_values(methods.get(method).Params(), **values))
 
@@ -36,7 +36,7 @@ class TransferSettings:
     def from_dict(cls, data: dict) -> TransferSettings:
         """The inverse of ``to_dict``."""
         data = dict(data)
-        return cls.of(data.pop("method", "casa"), **data)
+        return cls.of(data.pop("method", methods.DEFAULT), **data)
 
     def validate(self) -> TransferSettings:
         method = methods.get(self.method)

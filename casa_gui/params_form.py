@@ -88,6 +88,6 @@ def describe(s: TransferSettings) -> str:
     """``τ (tau) 0.3 · q_dom 0.5 ...`` (the method first when it is not the default)."""
     infos = {p.name: p for p in methods.get(s.method).Params.describe()}
     parts = [infos[k].text(v) for k, v in s.params.to_dict().items()]
-    if s.method != methods.names()[0]:
+    if s.method != methods.DEFAULT:
         parts.insert(0, methods.get(s.method).label)
     return " · ".join(parts) or methods.get(s.method).label

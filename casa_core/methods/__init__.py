@@ -10,6 +10,7 @@ from ..errors import CasaError
 from .base import LayerInput, MethodParams, ParamInfo, TransferMethod, param
 
 _REGISTRY: dict[str, TransferMethod] = {}
+DEFAULT = "casa"      # the method a conversion uses unless told otherwise
 
 
 def register(method: TransferMethod) -> TransferMethod:
@@ -56,5 +57,5 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
-__all__ = ["LayerInput", "MethodParams", "ParamInfo", "TransferMethod", "available", "get", "names", "param",
+__all__ = ["DEFAULT", "LayerInput", "MethodParams", "ParamInfo", "TransferMethod", "available", "get", "names", "param",
            "register", "all_params"]
