@@ -40,7 +40,6 @@ class PairState:
     seconds: float
     sigma_target: torch.Tensor | None = None
     _c_fft: torch.Tensor | None = field(default=None, repr=False)
-    _rows: dict = field(default_factory=dict, repr=False)
 
     @property
     def square(self) -> bool:
@@ -67,14 +66,12 @@ class PairState:
         return self._c_fft
 
     def c_fft_rows(self, k: int) -> torch.Tensor:
-        """The top ``k`` rows of C_fft of a square layer, computed on their own (kept per k).
+        """The top ``k`` rows of C_fft of a square layer, computed on their own.
 
         Always the same product, whatever else was computed, so that a layer's result does
         not depend on what other LoRAs asked of the pair before it.
         """
-        if k not in self._rows:
-            self._rows[k] = (self.U[:, :k].T @ self.D_fft) @ self.V
-        return self._rows[k]
+        return (self.U[:, :k].T @ self.D_fft) @ self.V
 
     def tail_routing(self, k: int, cols: torch.Tensor) -> torch.Tensor:
         """C_fft[k:, cols] of a square layer."""
