@@ -146,3 +146,18 @@ def read_updates(path) -> dict[str, torch.Tensor]:
                 s = float(t[p + ".alpha"]) / A.shape[0] if p + ".alpha" in t else 1.0
                 out[p] = s * B @ A
     return out
+
+
+def demo_copy(tmp_path: Path) -> Path:
+    """A private copy of the bundled demo (base file, diffusers target folder, LoRA file) in tmp_path/in."""
+    import shutil
+
+    from casa_core.resources import demo_inputs
+
+    d = demo_inputs()
+    dst = tmp_path / "in"
+    dst.mkdir()
+    shutil.copy(d["base"], dst / "base.safetensors")
+    shutil.copytree(d["target"], dst / "target")
+    shutil.copy(d["lora"], dst / "lora.safetensors")
+    return dst

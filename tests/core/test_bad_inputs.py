@@ -1,7 +1,6 @@
 """Every bad input ends with one line, a non-zero exit, no traceback, no output, inputs untouched."""
 
 import hashlib
-import shutil
 import subprocess
 
 import pytest
@@ -14,12 +13,7 @@ from tests.core import factories as f
 
 @pytest.fixture
 def demo(tmp_path):
-    d = demo_inputs()
-    dst = tmp_path / "in"
-    dst.mkdir()
-    shutil.copy(d["base"], dst / "base.safetensors")
-    shutil.copytree(d["target"], dst / "target")
-    shutil.copy(d["lora"], dst / "lora.safetensors")
+    dst = f.demo_copy(tmp_path)
     return {"base": dst / "base.safetensors", "target": dst / "target", "lora": dst / "lora.safetensors"}
 
 

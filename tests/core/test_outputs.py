@@ -1,7 +1,6 @@
 """No write lands on an input; temporary files are private, cleaned up, and have ordinary permissions."""
 
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 
 from casa_core import cli
 from casa_core.outputs import SUFFIX, Protected, atomic_write, check_destination, remove_stale
-from casa_core.resources import demo_inputs
+from tests.core import factories as f
 
 
 def _digest_tree(folder: Path) -> dict:
@@ -26,13 +25,7 @@ def _digest_tree(folder: Path) -> dict:
 @pytest.fixture
 def inputs(tmp_path):
     """A copy of the demo: base file, diffusers target folder, LoRA file."""
-    d = demo_inputs()
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(d["base"], src / "base.safetensors")
-    shutil.copytree(d["target"], src / "target")
-    shutil.copy(d["lora"], src / "lora.safetensors")
-    return src
+    return f.demo_copy(tmp_path)
 
 
 def _convert(src, *extra):
