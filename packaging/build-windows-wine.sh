@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
         --reuse-prefix) REUSE=1 ;;
         --no-apt) APT=0 ;;
         --skip-install-test) INSTALL_TEST=0 ;;
-        -h | --help) sed -n '2,45p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "build-windows-wine.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -317,6 +317,9 @@ if [ "$INSTALL_TEST" = 1 ]; then
     [ -e "$menu" ] && left="$left start-menu"
     wine_run reg query "$ukey" >/dev/null 2>&1 && left="$left registry"
     report uninstall_left "${left:-nothing}"
+    # Settings and logs (%LOCALAPPDATA%\casa-studio) stay on uninstall by design (README): reported only.
+    data="$WINEPREFIX/drive_c/users/$wuser/AppData/Local/casa-studio"
+    report user_data_kept "$([ -e "$data" ] && (cd "$data" && find . -type f | paste -sd' ') || echo none)"
     [ -z "$left" ] || die "the uninstaller left:$left"
     report install_test_seconds "$(seconds_since "$T")"
 fi
