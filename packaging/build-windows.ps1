@@ -1,5 +1,8 @@
 # Build CASA Studio for Windows: the PyInstaller bundle (dist\casa-studio\), a per-user Inno Setup
-# installer, then smoke-test the bundle and the installed copy. The same steps as build-linux.sh.
+# installer, then smoke-test the bundle and the installed copy. The same steps as build-linux.sh, and
+# as packaging/build-windows-wine.sh (the same build under Wine on Linux; its README section says
+# what only real Windows checks): bundle smoke test, ISCC, silent install, the installed casa.exe on
+# the demo, silent uninstall, nothing of the app left.
 #
 #   pwsh -File packaging\build-windows.ps1 [-Torch cpu|cuda] [-Clean] [-TorchIndex URL] [-SkipSmoke]
 #
@@ -60,6 +63,8 @@ $pyiArgs = @("--noconfirm", "--log-level", "WARN", "--distpath", "dist", "--work
 if ($Clean) { $pyiArgs += "--clean" }
 Invoke-Checked "$Venv\Scripts\pyinstaller.exe" @pyiArgs packaging\casa-studio.spec
 $bundleBytes = (Get-ChildItem -Recurse -File $Bundle | Measure-Object -Property Length -Sum).Sum
+# torch's DLLs need the VC++ runtime; PyInstaller takes it from system32: it must be in the bundle.
+if (-not (Test-Path "$Bundle\_internal\msvcp140.dll")) { throw "the bundle lacks msvcp140.dll (the VC++ runtime)" }
 
 # 3. Smoke test of the bundle (casa-gui.exe is windowed: wait for it with Start-Process).
 function Test-Bundle([string] $dir, [string] $out) {
@@ -79,14 +84,25 @@ $iscc = "${env:ProgramFiles(x86)}\Inno Setup 6\ISCC.exe"
 Invoke-Checked $iscc /Q "/DAppVersion=$Version" "/DVariant=$Variant" packaging\windows\casa-studio.iss
 $setup = "dist\casa-studio$Variant-$Version-windows-x64-setup.exe"
 
-# 5. Install silently for this user, run the installed `casa`, uninstall.
+# 5. Install silently for this user, run the installed `casa` on the demo, uninstall, check nothing is left.
 if (-not $SkipSmoke) {
     $app = "$env:LOCALAPPDATA\Programs\CASA Studio"
-    $p = Start-Process -FilePath $setup -ArgumentList "/VERYSILENT", "/SUPPRESSMSGBOXES", "/NORESTART" -Wait -PassThru
+    $menu = "$env:APPDATA\Microsoft\Windows\Start Menu\Programs\CASA Studio"
+    $ukey = "HKCU:\Software\Microsoft\Windows\CurrentVersion\Uninstall\{6FF268A8-E743-5655-B0E7-6583A305899D}_is1"
+    $installOut = "$((Resolve-Path $Work).Path)\install-smoke"
+    New-Item -ItemType Directory -Force -Path $installOut | Out-Null
+    $p = Start-Process -FilePath $setup -ArgumentList "/VERYSILENT", "/SUPPRESSMSGBOXES", "/NORESTART", "/CURRENTUSER", "/LOG=`"$installOut\setup.log`"" -Wait -PassThru
     if ($p.ExitCode -ne 0) { throw "installer failed ($($p.ExitCode))" }
+    if (-not (Test-Path "$menu\CASA Studio.lnk")) { throw "no Start-menu entry in $menu" }
+    if (-not (Test-Path $ukey)) { throw "no uninstall entry $ukey" }
     Invoke-Checked "$app\casa.exe" --version
-    $p = Start-Process -FilePath "$app\unins000.exe" -ArgumentList "/VERYSILENT", "/SUPPRESSMSGBOXES" -Wait -PassThru
+    Invoke-Checked "$app\casa.exe" convert --demo -o "$installOut\demo-output.safetensors" --report "$installOut\demo-report.json"
+    $p = Start-Process -FilePath "$app\unins000.exe" -ArgumentList "/VERYSILENT", "/SUPPRESSMSGBOXES", "/NORESTART" -Wait -PassThru
     if ($p.ExitCode -ne 0) { throw "uninstaller failed ($($p.ExitCode))" }
+    # The uninstaller finishes from a copy in %TEMP%: give it a moment to remove the folder.
+    for ($i = 0; $i -lt 30 -and (Test-Path $app); $i++) { Start-Sleep -Seconds 1 }
+    $left = @($app, $menu, $ukey) | Where-Object { Test-Path $_ }
+    if ($left) { throw "the uninstaller left: $($left -join ', ')" }
 }
 
 $minutes = [math]::Round(((Get-Date) - $started).TotalMinutes, 1)

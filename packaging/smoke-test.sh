@@ -4,6 +4,9 @@
 # Writes OUT_DIR/results.txt (key=value lines, read by tests/packaging) and exits non-zero on a failure.
 # The GUI step is skipped, and says so, while casa_gui/app.py has no --self-test yet (set
 # CASA_SMOKE_REQUIRE_GUI=1 to make that a failure, as CI does).
+# A Windows bundle under Wine (packaging/build-windows-wine.sh): CASA_SMOKE_RUN=wine CASA_SMOKE_EXE=.exe.
+# The programs' output goes through a pipe, never straight to a file (a Windows Python under Wine
+# dies with "init_sys_streams: Invalid handle" when its stdout is a regular file).
 set -uo pipefail
 
 bundle=$(cd "$1" && pwd)
@@ -13,12 +16,16 @@ results="$out/results.txt"
 : >"$results"
 failed=0
 
+run=${CASA_SMOKE_RUN:-}
+exe=${CASA_SMOKE_EXE:-}
+casa() { $run "$bundle/casa$exe" "$@"; }
+
 record() { echo "$1=$2" >>"$results"; echo "  $1=$2"; }
 step() { echo "== smoke: $*"; }
 
 step "casa --version"
-version=$("$bundle/casa" --version 2>&1)
-rc=$?
+version=$(casa --version 2>&1 | tr -d '\r')
+rc=${PIPESTATUS[0]}
 record casa_version_rc "$rc"
 record casa_version "$version"
 [ "$rc" = 0 ] || failed=1
@@ -26,9 +33,9 @@ record casa_version "$version"
 step "casa convert --demo"
 rm -f "$out/demo-output.safetensors" "$out/demo-report.json"
 start=$(date +%s.%N)
-(cd "$out" && "$bundle/casa" convert --demo -o "$out/demo-output.safetensors" --report "$out/demo-report.json") \
-    >"$out/convert.log" 2>&1
-rc=$?
+(cd "$out" && casa convert --demo -o "$out/demo-output.safetensors" --report "$out/demo-report.json") 2>&1 \
+    | cat >"$out/convert.log"
+rc=${PIPESTATUS[0]}
 record convert_rc "$rc"
 record convert_seconds "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
 record convert_output_bytes "$(stat -c %s "$out/demo-output.safetensors" 2>/dev/null || echo 0)"
@@ -42,8 +49,9 @@ case $eig in LAPACKE*) ;; *) echo "smoke: the bundle falls back to numpy.linalg.
 step "casa-gui --self-test (offscreen)"
 rm -f "$out/shot.png"
 if [ -f "$root/casa_gui/app.py" ] && grep -q -- "self.test" "$root/casa_gui/app.py"; then
-    QT_QPA_PLATFORM=offscreen timeout 300 "$bundle/casa-gui" --self-test "$out/shot.png" >"$out/gui.log" 2>&1
-    rc=$?
+    QT_QPA_PLATFORM=offscreen timeout 300 $run "$bundle/casa-gui$exe" --self-test "$out/shot.png" 2>&1 \
+        | timeout 320 cat >"$out/gui.log"  # a Windows program hung under Wine may hold the pipe open
+    rc=${PIPESTATUS[0]}
     record gui_rc "$rc"
     record gui_png_bytes "$(stat -c %s "$out/shot.png" 2>/dev/null || echo 0)"
     tail -n 3 "$out/gui.log"

@@ -2,6 +2,8 @@
 ; Built by packaging\build-windows.ps1:
 ;   ISCC.exe /DAppVersion=0.1.0 /DVariant= packaging\windows\casa-studio.iss        (CPU torch)
 ;   ISCC.exe /DAppVersion=0.1.0 /DVariant=-cuda packaging\windows\casa-studio.iss   (CUDA torch)
+; and by packaging/build-windows-wine.sh (under Wine), which passes /DBundle=<its dist\windows\casa-studio>
+; and /DOutputDir= as absolute paths, since dist\casa-studio there is the Linux bundle.
 ; No file associations: .safetensors LoRA files belong to other apps.
 
 #ifndef AppVersion
@@ -11,7 +13,12 @@
   #define Variant ""
 #endif
 #define AppName "CASA Studio"
-#define Bundle "..\..\dist\casa-studio"
+#ifndef Bundle
+  #define Bundle "..\..\dist\casa-studio"
+#endif
+#ifndef OutputDir
+  #define OutputDir "..\..\dist"
+#endif
 
 [Setup]
 ; One AppId for both variants: installing one replaces the other.
@@ -27,7 +34,7 @@ DisableProgramGroupPage=yes
 DisableDirPage=auto
 ArchitecturesAllowed=x64compatible
 ArchitecturesInstallIn64BitMode=x64compatible
-OutputDir=..\..\dist
+OutputDir={#OutputDir}
 OutputBaseFilename=casa-studio{#Variant}-{#AppVersion}-windows-x64-setup
 SetupIconFile=..\..\resources\icons\casa-studio.ico
 UninstallDisplayIcon={app}\casa-gui.exe
