@@ -212,7 +212,7 @@ def cmd_inspect(args) -> int:
         for row, lp in zip(desc["layers"], plan.layers, strict=False):
             row["drift"] = layer_drift(plan, lp)
     if args.json:
-        _say(json.dumps(desc | {"checks": checks}, indent=1))
+        print(json.dumps(desc | {"checks": checks}, indent=1))  # JSON escapes control characters itself
     else:
         _print_checks(checks)
         if plan:

@@ -675,6 +675,11 @@ def test_class8_inspect_escapes_control_characters_in_key_names(models, tmp_path
     out = capsys.readouterr().out
     _no_controls(out)
     assert "evil\\x1b[2J\\rFAKE: line\\x07.diff" in out and "nowhere\\x1b]0;pwned\\x07" in out
+    assert cli.main(["inspect", "--base", str(models.base), "--target", str(models.target), "--lora", str(lora),
+                     "--no-drift", "--json"]) == 0
+    out = capsys.readouterr().out
+    _no_controls(out)
+    assert EVIL in json.loads(out)["other_keys"]
 
 
 def test_class8_convert_notes_escape_control_characters(models, tmp_path, capsys):
