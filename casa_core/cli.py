@@ -140,12 +140,12 @@ class _Progress:
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.set_postfix_str(res.name, refresh=False)
+            self.bar.set_postfix_str(_clean_line(res.name), refresh=False)
             self.bar.update(1)
             return
         el = time.perf_counter() - self.t0
         eta = el / (i + 1) * (total - i - 1)
-        print(f"[{i + 1}/{total}] {res.name} {res.summary()} eta {eta:.0f}s", file=sys.stderr, flush=True)
+        _say(f"[{i + 1}/{total}] {res.name} {res.summary()} eta {eta:.0f}s", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
@@ -173,11 +173,11 @@ def cmd_convert(args) -> int:
         progress.close()
     if not args.quiet:
         t, out = report.totals, report.output
-        print(f"wrote {out.path} ({out.format}, {out.tensors} tensors, {out.bytes / 1e6:.1f} MB): "
+        _say(f"wrote {out.path} ({out.format}, {out.tensors} tensors, {out.bytes / 1e6:.1f} MB): "
               f"{t.layers} layers in {t.seconds:.1f}s, {len(report.passthrough_keys)} keys passed through, "
               f"mean energy kept {t.mean_energy_kept:.3f}", file=sys.stderr)
         if out.dropped:
-            print(f"note: the {out.format} layout cannot hold {len(out.dropped)} pass-through keys "
+            _say(f"note: the {out.format} layout cannot hold {len(out.dropped)} pass-through keys "
                   f"(e.g. {out.dropped[0]}); they were left out; use --format same to keep them",
                   file=sys.stderr)
     return 0
@@ -212,7 +212,7 @@ def cmd_inspect(args) -> int:
         for row, lp in zip(desc["layers"], plan.layers, strict=False):
             row["drift"] = layer_drift(plan, lp)
     if args.json:
-        print(json.dumps(desc | {"checks": checks}, indent=1))
+        print(json.dumps(desc | {"checks": checks}, indent=1))  # JSON escapes control characters itself
     else:
         _print_checks(checks)
         if plan:
@@ -226,64 +226,72 @@ def _print_checks(checks) -> None:
     from .sources.compat import LoraFacts, ModelFacts
 
     for role, facts in checks["sources"].items():
-        print(f"{role:<8}{(LoraFacts if role == 'lora' else ModelFacts)(**facts).line()}")
+        _say(f"{role:<8}{(LoraFacts if role == 'lora' else ModelFacts)(**facts).line()}")
     m = checks["matches"]
     if "base-target" in m:
         bt = m["base-target"]
         line = f"\nbase vs target: {bt['shared']} tensors in common"
         line += f", {len(bt['mismatched'])} differ in shape" if bt["mismatched"] else ", all shapes agree"
-        print(line)
+        _say(line)
         if bt["ignored_target_extras"]:
-            print(f"  ignored: the target's extra layers the base lacks: {', '.join(bt['ignored_target_extras'][:6])}")
+            _say(f"  ignored: the target's extra layers the base lacks: {', '.join(bt['ignored_target_extras'][:6])}")
         if bt["only_base"]:
-            print(f"  missing from the target: {', '.join(bt['only_base'][:6])}")
+            _say(f"  missing from the target: {', '.join(bt['only_base'][:6])}")
     for role in ("base", "target"):
         lm = m.get(f"lora-{role}")
         if lm is None:
             continue
-        print(f"\nlora vs {role}: {lm['fits']} of {lm['total']} LoRA layers fit")
+        _say(f"\nlora vs {role}: {lm['fits']} of {lm['total']} LoRA layers fit")
         if lm["mismatched"]:
             first = lm["mismatched"][0]
-            print(f"  {len(lm['mismatched'])} differ in shape (first: {first['name']} is "
+            _say(f"  {len(lm['mismatched'])} differ in shape (first: {first['name']} is "
                   f"{'x'.join(map(str, first['left']))} in the LoRA, {'x'.join(map(str, first['right']))} "
                   f"in the {role})")
         if lm["unknown"]:
-            print(f"  {len(lm['unknown'])} name no layer of the {role} (first: {lm['unknown'][0]})")
+            _say(f"  {len(lm['unknown'])} name no layer of the {role} (first: {lm['unknown'][0]})")
         if lm["not_linear"]:
-            print(f"  {len(lm['not_linear'])} fit but are not 2-D linears; they pass through")
+            _say(f"  {len(lm['not_linear'])} fit but are not 2-D linears; they pass through")
     for p in checks["problems"]:
-        print(f"\n! {p}")
+        _say(f"\n! {p}")
 
 
 def _print_plan(desc, plan) -> None:
-    print(f"\n{len(plan.layers)} layers will transfer:")
-    print(f"  {'layer':<28} {'shape':>12} {'rank':>5} {'scale':>8} {'drift':>8}")
+    _say(f"\n{len(plan.layers)} layers will transfer:")
+    _say(f"  {'layer':<28} {'shape':>12} {'rank':>5} {'scale':>8} {'drift':>8}")
     for row in desc["layers"]:
         drift = f"{row['drift']:.4f}" if "drift" in row else "-"
-        print(f"  {row['module']:<28} {'x'.join(map(str, row['shape'])):>12} {row['rank']:>5} "
+        _say(f"  {row['module']:<28} {'x'.join(map(str, row['shape'])):>12} {row['rank']:>5} "
               f"{row['scale']:>8.4g} {drift:>8}")
     if desc["passed_through"]:
-        print(f"\n{len(desc['passed_through'])} LoRA layers pass through unchanged:")
+        _say(f"\n{len(desc['passed_through'])} LoRA layers pass through unchanged:")
         for p in desc["passed_through"]:
-            print(f"  {p['prefix']}: {p['reason']}")
+            _say(f"  {p['prefix']}: {p['reason']}")
     if desc["other_keys"]:
-        print(f"\n{len(desc['other_keys'])} other keys pass through unchanged (diff, diff_b, ...):")
+        _say(f"\n{len(desc['other_keys'])} other keys pass through unchanged (diff, diff_b, ...):")
         for k in desc["other_keys"][:20]:
-            print(f"  {k}")
+            _say(f"  {k}")
         if len(desc["other_keys"]) > 20:
-            print(f"  ... and {len(desc['other_keys']) - 20} more")
+            _say(f"  ... and {len(desc['other_keys']) - 20} more")
     converted = sorted({lp.pair.kind for lp in plan.layers} - {"lora"})
     if converted:
         from .sources.compat import KIND_NAMES
 
-        print(f"\nnote: {'/'.join(KIND_NAMES[k] for k in converted)} layers are materialised and "
+        _say(f"\nnote: {'/'.join(KIND_NAMES[k] for k in converted)} layers are materialised and "
               "written as a standard LoRA")
 
 
-def _clean(text: str) -> str:
-    """Text safe for a terminal: control characters (from key names in strangers' files) escaped."""
-    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
-                   for c in str(text))
+def _clean_line(text: str) -> str:
+    """One line safe for a terminal: every control character (from key names in strangers' files) escaped,
+    newlines too, so that a name cannot forge a line of its own."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def _say(text="", file=None, **kwargs) -> None:
+    """Print one line that may carry names from a file (keys, layers, paths) with control characters escaped;
+    only the leading newlines the CLI itself puts there stay."""
+    text = str(text)
+    body = text.lstrip("\n")
+    print("\n" * (len(text) - len(body)) + _clean_line(body), file=file or sys.stdout, **kwargs)
 
 
 class _Signalled(BaseException):
@@ -319,7 +327,7 @@ def main(argv=None) -> int:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods}[args.command](args)
     except CasaError as exc:
         flag = f" ({' '.join(filter(None, (_flag(exc.setting), exc.example)))})" if exc.setting else ""
-        print(f"casa: error: {_clean(exc)}{flag}", file=sys.stderr)
+        print(f"casa: error: {_clean_line(exc)}{flag}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         print("casa: cancelled; nothing was written", file=sys.stderr)

@@ -273,7 +273,7 @@ def _model_identity(model, with_path: bool = False):
     """A hub model as repo@commit; a local one by name, size and the sha256 of its headers (hashing
     the weights of a 28-57 GB checkpoint would take minutes), never by its absolute path unless
     ``with_path``."""
-    if _HUB_IDENTITY.match(model.identity):
+    if getattr(model, "from_hub", False) and _HUB_IDENTITY.match(model.identity):
         return model.identity
     import hashlib
 
@@ -288,7 +288,7 @@ def _model_identity(model, with_path: bool = False):
 
 
 def _lora_identity(lora, sha256: str, with_path: bool = False):
-    if _HUB_IDENTITY.match(lora.identity):
+    if getattr(lora, "from_hub", False) and _HUB_IDENTITY.match(lora.identity):
         return lora.identity
     out = {"name": Path(lora.path).name, "bytes": Path(lora.path).stat().st_size, "sha256": sha256}
     return out | ({"path": str(Path(lora.path).resolve())} if with_path else {})

@@ -16,21 +16,22 @@ class DType:
     name: str                   # torch.<name>
     kind: str                   # float, fp8, int or bool
     written: str | None = None  # torch name converted factors of this dtype are written in; None: not written
+    bytes: int = 1              # bytes per element
 
 
 TABLE: tuple[DType, ...] = (
-    DType("F32", "float32", "float", "float32"),
-    DType("F16", "float16", "float", "float16"),
-    DType("BF16", "bfloat16", "float", "bfloat16"),
-    DType("F64", "float64", "float", "float32"),
-    DType("F8_E4M3", "float8_e4m3fn", "fp8"),
-    DType("F8_E5M2", "float8_e5m2", "fp8"),
-    DType("I64", "int64", "int"),
-    DType("I32", "int32", "int"),
-    DType("I16", "int16", "int"),
-    DType("I8", "int8", "int"),
-    DType("U8", "uint8", "int"),
-    DType("BOOL", "bool", "bool"),
+    DType("F32", "float32", "float", "float32", 4),
+    DType("F16", "float16", "float", "float16", 2),
+    DType("BF16", "bfloat16", "float", "bfloat16", 2),
+    DType("F64", "float64", "float", "float32", 8),
+    DType("F8_E4M3", "float8_e4m3fn", "fp8", None, 1),
+    DType("F8_E5M2", "float8_e5m2", "fp8", None, 1),
+    DType("I64", "int64", "int", None, 8),
+    DType("I32", "int32", "int", None, 4),
+    DType("I16", "int16", "int", None, 2),
+    DType("I8", "int8", "int", None, 1),
+    DType("U8", "uint8", "int", None, 1),
+    DType("BOOL", "bool", "bool", None, 1),
 )
 
 _BY_NAME = {d.name: d for d in TABLE}
@@ -53,6 +54,16 @@ def tag_or_name(dtype) -> str:
     """The safetensors tag of a torch dtype, or its torch name where safetensors has no tag for it."""
     name = _name(dtype)
     return _BY_NAME[name].tag if name in _BY_NAME else name
+
+
+def known(tag) -> DType | None:
+    """The table's row for a safetensors tag; None for a tag it does not hold."""
+    return _BY_TAG.get(tag) if isinstance(tag, str) else None
+
+
+def is_float(tag: str) -> bool:
+    """True for the tags of the ordinary float dtypes (F32, F16, BF16, F64): what LoRA factors may be."""
+    return tag in _BY_TAG and _BY_TAG[tag].kind == "float"
 
 
 def is_fp8(tag: str) -> bool:

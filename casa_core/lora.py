@@ -8,11 +8,12 @@ DoRA is refused.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import families, formats, names
+from . import dtypes, families, formats, names
 from .errors import CasaError
 from .formats import diffusers, kohya, lycoris, peft
 from .sources import pickled
@@ -44,6 +45,18 @@ class LoraPair:
         return tuple(k for k in (self.down_key, self.up_key, self.alpha_key, *self.source_keys) if k)
 
 
+def _twice(prefix: str, first: str, second: str) -> CasaError:
+    return CasaError(f"LoRA layer {prefix} is given twice, by {first} and by {second}",
+                     "keep one of them: re-export the LoRA, or remove the other pair from the file")
+
+
+def _given_twice(given: dict[str, str], prefix: str, key: str) -> None:
+    """Record that ``key`` gives the layer ``prefix``; refuse a layer given a second time."""
+    if prefix in given:
+        raise _twice(prefix, given[prefix], key)
+    given[prefix] = key
+
+
 def lora_files(folder: Path) -> list[Path]:
     """The candidate LoRA weight files directly inside a folder (safetensors, else pickled)."""
     files = sorted(folder.glob("*.safetensors"))
@@ -64,6 +77,7 @@ class LoraSource:
             raise CasaError(f"LoRA file {self.path.name} is neither safetensors nor a torch checkpoint",
                             "pick the LoRA's .safetensors file")
         self.peft = peft.read_config(self.path)
+        self._patterns: peft.Patterns | None = None
         self.store = TensorStore([self.path])
         self.metadata = self.store.metadata
         raw = list(self.store.keys())
@@ -81,6 +95,7 @@ class LoraSource:
         self.pairs: list[LoraPair] = []
         used: set[str] = set()
         default_scale = diffusers.metadata_scale(self.metadata)
+        given: dict[str, str] = {}      # prefix -> the key that gave its layer
         for key in raw:
             for down, up in formats.PAIR_ENDINGS:
                 if key.endswith(down):
@@ -88,6 +103,7 @@ class LoraSource:
                     up_key = prefix + up
                     if up_key not in self.store:
                         continue
+                    _given_twice(given, prefix, key)
                     alpha_key = next((prefix + s for s in formats.ALPHA_ENDINGS if prefix + s in self.store), None)
                     self.pairs.append(self._pair(prefix, key, up_key, alpha_key, default_scale))
                     used.update(k for k in (key, up_key, alpha_key) if k)
@@ -95,10 +111,10 @@ class LoraSource:
         self._factors_lock = threading.Lock()
         self._factors_cache: tuple[str, tuple] | None = None
         for ad in lycoris.find([k for k in raw if k not in used], self.store.shape):
+            _given_twice(given, ad.prefix, ad.keys[0])
             pair = self._materialised(ad)
-            if pair is not None:
-                self.pairs.append(pair)
-                used.update(pair.keys)
+            self.pairs.append(pair)
+            used.update(pair.keys)
         if not self.pairs:
             raise CasaError(f"LoRA {self.path} holds no LoRA, LoHa or LoKr layers",
                             "full-diff (.diff) files are not supported; pick a LoRA")
@@ -124,20 +140,25 @@ class LoraSource:
         """The scale PEFT's adapter config gives one layer; None without a config."""
         if self.peft is None:
             return None
-        return peft.scale(self.peft, names.strip_prefix(prefix), rank, kind, self.path.name)
+        if self._patterns is None:
+            self._patterns = peft.Patterns(self.peft, self.path.name)
+        return peft.scale(self.peft, names.strip_prefix(prefix), rank, kind, self.path.name, self._patterns)
 
-    def _materialised(self, ad: lycoris.Adapter) -> LoraPair | None:
+    def _materialised(self, ad: lycoris.Adapter) -> LoraPair:
         """A LoHa / LoKr layer as a pair whose factors are derived on read."""
         down, up = kohya.PAIR if kohya.owns(ad.prefix) else peft.PAIR
         down_key, up_key = ad.prefix + down, ad.prefix + up
-        if down_key in self.store or up_key in self.store:
-            return None  # a LoRA pair already holds those names
+        taken = next((k for k in (down_key, up_key) if k in self.store), None)
+        if taken is not None:
+            raise _twice(ad.prefix, ad.keys[0], taken)
+        for k in ad.keys:
+            self._check_factor(k)
         alpha_key = ad.prefix + lycoris.ALPHA if ad.prefix + lycoris.ALPHA in self.store else None
         scale = self._peft_scale(ad.prefix, ad.rank, ad.kind)
         if scale is None:
             scale = 1.0
             if alpha_key is not None and ad.dim:
-                scale = float(self.store.read(alpha_key).float().item()) / ad.dim
+                scale = self._alpha(alpha_key) / ad.dim
         dtype = self.store.info(ad.keys[0]).dtype
         self.store.derive(up_key, dtype, (ad.out_features, ad.rank), lambda: self._lycoris_factors(ad)[0])
         self.store.derive(down_key, dtype, (ad.rank, ad.in_features), lambda: self._lycoris_factors(ad)[1])
@@ -156,6 +177,14 @@ class LoraSource:
         if len(ds) < 2 or len(us) < 2 or ds[0] != us[1]:
             raise CasaError(f"LoRA pair {prefix} has mismatched factor shapes {list(ds)} and {list(us)}",
                             "the LoRA file is damaged")
+        if ds[0] == 0:
+            raise CasaError(f"LoRA pair {prefix} has rank 0 (factor shapes {list(ds)} and {list(us)})",
+                            "the LoRA file is damaged; re-download or re-train it")
+        if math.prod(us[2:]) != 1:
+            raise CasaError(f"LoRA factor {up_key} has extra dimensions {list(us)} (an up factor is out x rank, "
+                            "with trailing 1s at most)", "the LoRA file is damaged, or not a LoRA this app reads")
+        self._check_factor(down_key)
+        self._check_factor(up_key)
         rank = ds[0]
         out_f = us[0]
         in_f = 1
@@ -163,7 +192,7 @@ class LoraSource:
             in_f *= d
         peft = self._peft_scale(prefix, rank, "lora")
         if alpha_key is not None:
-            scale = float(self.store.read(alpha_key).float().item()) / rank
+            scale = self._alpha(alpha_key) / rank
         elif peft is not None:
             scale = peft
         elif default_scale is not None:
@@ -171,6 +200,25 @@ class LoraSource:
         else:
             scale = 1.0
         return LoraPair(prefix, down_key, up_key, alpha_key, rank, out_f, in_f, scale)
+
+    def _check_factor(self, key: str) -> None:
+        """Refuse a factor whose dtype is not an ordinary float (integers, fp8, others)."""
+        tag = self.store.info(key).dtype
+        if not dtypes.is_float(tag):
+            raise CasaError(f"LoRA factor {key} in {self.path.name} has dtype {tag}; LoRA factors must be "
+                            "F32, F16, BF16 or F64", "re-save the LoRA in float32, float16 or bfloat16")
+
+    def _alpha(self, key: str) -> float:
+        """A layer's alpha: one positive, finite number (else refused, naming the key)."""
+        t = self.store.read(key)
+        if t.numel() != 1:
+            raise CasaError(f"LoRA alpha {key} in {self.path.name} holds {t.numel()} values, not one",
+                            "the LoRA file is damaged; re-download it")
+        value = float(t.double().item())
+        if not math.isfinite(value) or value <= 0:
+            raise CasaError(f"LoRA alpha {key} in {self.path.name} is {value:g}; an alpha must be a positive, "
+                            "finite number", "the LoRA file is damaged; re-download or re-train it")
+        return value
 
     def read(self, key: str):
         """One tensor as stored; NaN or Inf is refused."""

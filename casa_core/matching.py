@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import formats
+from .errors import CasaError
 
 if TYPE_CHECKING:
     from .lora import LoraPair
@@ -34,13 +35,23 @@ def match_pairs(lora, model, target=None) -> list[PairMatch]:
     """Every pair of ``lora`` against ``model`` (and, where given, whether ``target`` has its layer too)."""
     module_of = formats.module_resolver(model)
     out = []
+    seen: dict[str, LoraPair] = {}
     for pair in lora.pairs:
         module = module_of(pair.prefix)
         wkey = f"{module}.weight"
         if module is None or wkey not in model:
             out.append(PairMatch(pair, module, None, UNKNOWN))
             continue
+        if module in seen:  # e.g. a ComfyUI pair and a kohya pair for one layer: one would be lost
+            first = seen[module]
+            raise CasaError(f"LoRA layer {module} is given twice, by {_key(first)} and by {_key(pair)}",
+                            "keep one of them: re-export the LoRA, or remove the other pair from the file")
+        seen[module] = pair
         shape = tuple(model.shape(wkey))
+        if not shape:
+            raise CasaError(f"{getattr(model, 'role', 'model')} weight {wkey} is 0-d (a single number), not the "
+                            f"{pair.out_features}x{pair.in_features} layer the LoRA adapts",
+                            "the checkpoint is damaged; re-download it")
         if (pair.out_features, pair.in_features) != (shape[0], math.prod(shape[1:])):
             verdict = MISFIT
         elif len(shape) != 2 or not model.family.is_transferable(module):
@@ -51,3 +62,8 @@ def match_pairs(lora, model, target=None) -> list[PairMatch]:
             verdict = FITS
         out.append(PairMatch(pair, module, shape, verdict))
     return out
+
+
+def _key(pair: LoraPair) -> str:
+    """The file's own key that gives a pair (its first LoHa / LoKr part, or its down factor)."""
+    return pair.source_keys[0] if pair.source_keys else pair.down_key

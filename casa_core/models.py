@@ -8,6 +8,7 @@ from pathlib import Path
 from . import dtypes, families, formats, names
 from .errors import CasaError
 from .sources import fp8, pickled
+from .sources.hub import climbs
 from .tensorstore import TensorStore
 
 
@@ -50,6 +51,12 @@ def _index_files(index: Path, role: str) -> list[Path]:
     except (OSError, ValueError, KeyError, TypeError):
         raise CasaError(f"{role} index {index} is not a valid safetensors index",
                         "re-download the model's index.json") from None
+    if not isinstance(wm, dict) or not all(isinstance(f, str) for f in wm.values()):
+        raise CasaError(f"{role} index {index} is not a valid safetensors index", "re-download the model's index.json")
+    for f in set(wm.values()):
+        if climbs(f):
+            raise CasaError(f"{role} index {index.name} names a shard outside its folder ({f[:80]!r})",
+                            "re-download the model's index.json; shards lie beside it")
     files = sorted({index.parent / f for f in wm.values()})
     missing = [f.name for f in files if not f.is_file()]
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import matching
+from . import dtypes, matching
 from .errors import CasaError
 from .lora import LoraPair, LoraSource
 from .models import ModelSource
@@ -105,7 +105,13 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
                             "it is probably for another model family (SDXL, a text encoder); pick a Wan2.1 LoRA")
         raise CasaError("no LoRA layer is left to transfer (all pass through)",
                         "check the layers pattern and that the target holds the LoRA's layers", setting="layers")
-    return Plan(base, target, lora, planned, passed)
+    plan = Plan(base, target, lora, planned, passed)
+    for key in plan.passthrough_keys:  # known now, so refused now rather than when writing, after the work
+        tag = lora.store.info(key).dtype
+        if dtypes.known(tag) is None:
+            raise CasaError(f"LoRA key {key} in {lora.path.name} has dtype {tag}, which a safetensors file cannot "
+                            "hold, and it would pass through", "remove the key, or re-save the LoRA as safetensors")
+    return plan
 
 
 def _check_models_agree(base: ModelSource, target: ModelSource) -> None:

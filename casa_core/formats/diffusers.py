@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from .. import names
+from ..errors import CasaError
 from . import comfy, peft
 
 NAME = "diffusers"
@@ -28,16 +29,17 @@ def owns(prefix: str, family) -> bool:
 
 
 def metadata_scale(metadata: dict[str, str]) -> float | None:
-    """Scale from the ``lora_adapter_metadata`` header entry, if any."""
+    """Scale from the ``lora_adapter_metadata`` header entry, if any; an unusable one is refused."""
     blob = metadata.get(METADATA)
     if not blob:
         return None
     try:
         cfg = json.loads(blob)
-        alpha, r = float(cfg["lora_alpha"]), float(cfg["r"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return peft.lora_scale(alpha, r, bool(cfg.get("use_rslora")))
+        return peft.lora_scale(cfg["lora_alpha"], cfg["r"], bool(cfg.get("use_rslora")))
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        shown = blob if len(blob) <= 60 else blob[:60] + "..."
+        raise CasaError(f"the LoRA's {METADATA} header entry ({shown}) has no usable r and lora_alpha "
+                        "(positive numbers)", "the LoRA file is damaged; re-save it") from None
 
 
 def key_prefix(module: str, family) -> str:

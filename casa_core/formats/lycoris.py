@@ -36,6 +36,7 @@ class Adapter:
     in_features: int
     rank: int                      # rank of the exact factors handed to the engine
     dim: int | None                # the rank ``alpha`` is divided by (LyCORIS convention), if any
+    widths: tuple[int, int] = (0, 0)   # inner widths of the two halves; their product is the exact split's
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -74,7 +75,7 @@ def _loha(prefix, parts, shape) -> Adapter | None:
             or w1a[1] != w1b[0] or w2a[1] != w2b[0]:
         return None
     m, n = w1a[0], w1b[1]
-    return Adapter("loha", prefix, dict(parts), m, n, min(w1a[1] * w2a[1], m, n), w1b[0])
+    return Adapter("loha", prefix, dict(parts), m, n, min(w1a[1] * w2a[1], m, n), w1b[0], (w1a[1], w2a[1]))
 
 
 def _side(parts, i, shape):
@@ -97,7 +98,7 @@ def _lokr(prefix, parts, shape) -> Adapter | None:
     m, n = s1[0] * s2[0], s1[1] * s2[1]
     # ComfyUI / LyCORIS: alpha is divided by w2_b's rank if W2 is split, else by w1_b's
     dim = s2[3] if s2[3] is not None else s1[3]
-    return Adapter("lokr", prefix, dict(parts), m, n, min(s1[2] * s2[2], m, n), dim)
+    return Adapter("lokr", prefix, dict(parts), m, n, min(s1[2] * s2[2], m, n), dim, (s1[2], s2[2]))
 
 
 def factors(adapter: Adapter, read):
@@ -108,20 +109,33 @@ def factors(adapter: Adapter, read):
         t = read(adapter.parts[part])
         return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
 
+    m, n = adapter.out_features, adapter.in_features
+    # the width of the exact split is known from the header: where it would be wider than the matrix
+    # itself (up to r1 * r2 columns), the dense update is built instead, never the wide factors
+    wide = _width(adapter) > min(m, n)
     if adapter.kind == "loha":
         w1a, w1b, w2a, w2b = (get(p) for p in LOHA)
-        B = (w1a[:, :, None] * w2a[:, None, :]).reshape(w1a.shape[0], -1)
-        A = (w1b[:, None, :] * w2b[None, :, :]).reshape(-1, w1b.shape[1])
+        if wide:
+            dense = (w1a @ w1b) * (w2a @ w2b)
+        else:
+            B = (w1a[:, :, None] * w2a[:, None, :]).reshape(w1a.shape[0], -1)
+            A = (w1b[:, None, :] * w2b[None, :, :]).reshape(-1, w1b.shape[1])
     else:
         B1, A1 = _split(adapter, 1, get)
         B2, A2 = _split(adapter, 2, get)
-        B, A = torch.kron(B1, B2), torch.kron(A1, A2)
-    m, n = B.shape[0], A.shape[1]
-    if B.shape[1] <= min(m, n):
+        if wide:
+            dense = torch.kron(B1 @ A1, B2 @ A2)
+        else:
+            B, A = torch.kron(B1, B2), torch.kron(A1, A2)
+    if not wide:
         return B.contiguous(), A.contiguous()
-    dense = B @ A  # the exact split would be wider than the matrix itself
     eye = torch.eye(min(m, n), dtype=dense.dtype)
     return (dense, eye) if n <= m else (eye, dense)
+
+
+def _width(adapter: Adapter) -> int:
+    """The number of columns of the exact split ``B`` (before any dense fallback), from the parts' shapes."""
+    return adapter.widths[0] * adapter.widths[1]
 
 
 def _split(adapter, i, get):

@@ -23,6 +23,8 @@ def locate(spec, kind: str = "model", *, lora_file: str | None = None,
     identity is ``org/name@<commit sha>[:subfolder]``. Anything else is a local path.
     """
     ref = hub.parse(str(spec))
+    if lora_file:
+        hub.check_inside(lora_file, "the LoRA file name", setting="lora_file")
     if ref is not None:
         found = hub.resolve(ref, kind, lora_file=lora_file, progress=progress, cancel=cancel)
         return found.path, found.identity
@@ -44,7 +46,9 @@ def open_model(spec, role: str = "model", *, progress=None, cancel=None):
     from ..models import ModelSource
 
     path, identity = locate(spec, "model", progress=progress, cancel=cancel)
-    return ModelSource(path, role, identity)
+    src = ModelSource(path, role, identity)
+    src.from_hub = hub.parse(str(spec)) is not None   # provenance names only these by repo@commit
+    return src
 
 
 def open_lora(spec, *, lora_file: str | None = None, progress=None, cancel=None):
@@ -52,4 +56,6 @@ def open_lora(spec, *, lora_file: str | None = None, progress=None, cancel=None)
     from ..lora import LoraSource
 
     path, identity = locate(spec, "lora", lora_file=lora_file, progress=progress, cancel=cancel)
-    return LoraSource(path, identity)
+    src = LoraSource(path, identity)
+    src.from_hub = hub.parse(str(spec)) is not None
+    return src

@@ -86,7 +86,26 @@ def parse(text: str) -> HubRef | None:
         return None
     if not forced and m["repo"].lower().endswith(_LOCAL_SUFFIXES) and not m["sub"]:
         return None
+    if m["rev"]:
+        check_inside(m["rev"], f"the revision of {text}")
+    if m["sub"]:
+        check_inside(m["sub"].rstrip("/"), f"the subfolder of {text}")
     return HubRef(m["repo"], m["rev"], (m["sub"] or "").strip("/"))
+
+
+def climbs(rel: str) -> bool:
+    """True for a path that is absolute or leaves its folder (``..``, a drive, a backslash, NUL)."""
+    rel = str(rel)
+    return (not rel or rel.startswith("/") or "\\" in rel or "\0" in rel or re.match(r"^[A-Za-z]:", rel) is not None
+            or any(part == ".." for part in rel.split("/")))
+
+
+def check_inside(rel: str, what: str, setting: str | None = None) -> None:
+    """Refuse a name that would climb out of its folder (revision, subfolder, file or shard name)."""
+    if climbs(rel):
+        shown = rel if len(rel) <= 80 else rel[:80] + "..."
+        raise CasaError(f"{what} ({shown!r}) climbs out of its folder (an absolute path or '..')",
+                        "name a branch, tag, commit, folder or file inside the repo or folder", setting=setting)
 
 
 # ---- what to fetch ---------------------------------------------------------------------
@@ -183,6 +202,10 @@ def _shards(index_path: Path, index_rel: str) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise CasaError(f"{index_rel} is not a valid safetensors index", "re-download the repo") from None
     folder = index_rel.rsplit("/", 1)[0] + "/" if "/" in index_rel else ""
+    for f in files:
+        if not isinstance(f, str):
+            raise CasaError(f"{index_rel} is not a valid safetensors index", "re-download the repo")
+        check_inside(f, f"a shard named in {index_rel}")
     return [folder + f for f in files]
 
 
@@ -212,9 +235,24 @@ def _cached_sha(cache: Path, ref: HubRef) -> str | None:
         return rev if (repo / "snapshots" / rev).is_dir() else None
     try:
         sha = (repo / "refs" / rev).read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
+    if not _SHA.match(sha):
+        raise CasaError(f"the Hugging Face cache's ref {rev} of {ref.repo_id} holds {sha[:50]!r}, not a commit hash",
+                        f"delete {repo / 'refs' / rev} (it is written again on the next download), "
+                        f"or pin a commit: {ref.repo_id}@<commit>")
     return sha if (repo / "snapshots" / sha).is_dir() else None
+
+
+def _inside_cache(cache: Path, repo_id: str, paths) -> None:
+    """Refuse a resolved file that lies outside the cache (a snapshot link pointing elsewhere)."""
+    repo = _repo_dir(cache, repo_id)
+    roots = [Path(cache).resolve(), (repo / "blobs").resolve()]
+    for p in paths:
+        real = Path(p).resolve()
+        if not any(real == r or r in real.parents for r in roots):
+            raise CasaError(f"{p} in the Hugging Face cache links to {real}, outside the cache",
+                            f"delete {repo} from the cache and download it again")
 
 
 def _listing(folder: Path) -> list[str]:
@@ -236,6 +274,7 @@ def _from_cache(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -> R
     root = _repo_dir(cache, ref.repo_id) / "snapshots" / sha
     base = root / ref.subfolder if ref.subfolder else root
     if base.is_file():
+        _inside_cache(cache, ref.repo_id, [base])
         return Resolved(base, _identity(ref, sha, kind, lora_file, None), sha, (ref.subfolder,))
     if not base.is_dir():
         return None
@@ -249,6 +288,7 @@ def _from_cache(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -> R
         needed += _shards(base / choice.index, choice.index)
     if any(f not in listing for f in needed):
         return None
+    _inside_cache(cache, ref.repo_id, [base / f for f in needed])
     return Resolved(base / choice.entry if choice.entry else base,
                     _identity(ref, sha, kind, lora_file, choice), sha, tuple(needed))
 
@@ -329,6 +369,7 @@ def _fetch(ref, files, prefix, sizes, cache, token, progress, cancel, sha) -> li
                                      tqdm_class=bar))
         except _hub_errors() as exc:
             raise _hub_error(exc, ref, name) from None
+        _inside_cache(cache, ref.repo_id, [p])
         if sha not in p.parts:
             raise CasaError(f"{ref} moved to a new commit while its files were downloading",
                             f"run again, or pin the revision: {ref.repo_id}@{sha}")

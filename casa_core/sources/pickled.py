@@ -4,6 +4,8 @@ Only ``torch.load(weights_only=True, mmap=True)`` is ever used: a file that need
 full unpickling is refused, because unpickling can run arbitrary code. The file
 is memory-mapped, one tensor is copied out per read, and the mapping is renewed
 after every ``REMAP_BYTES`` read, so resident pages stay bounded on any model size.
+Mapped loading does not check that each storage's zip record is as long as the
+storage, so ``check_records`` does, before the first read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import pickle
 import re
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -49,6 +52,89 @@ def _load(path: Path):
                         "re-download it or pick the right file") from None
 
 
+class _Anything:
+    """Stands for every object a checkpoint's pickle builds, while ``_records`` only reads its storage ids."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _StorageKind:
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _records(path: Path) -> dict[str, tuple[str, int]]:
+    """``record key -> (storage type name, element count)`` of every storage the pickle names.
+
+    Read with an unpickler that imports nothing and builds nothing (only the storage ids count).
+    """
+    refs: dict[str, tuple[str, int]] = {}
+
+    class Scan(pickle.Unpickler):
+        def find_class(self, module, name):
+            return _StorageKind(name) if module == "torch" and name.endswith("Storage") else _Anything
+
+        def persistent_load(self, pid):
+            if isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[1], _StorageKind):
+                refs.setdefault(str(pid[2]), (pid[1].name, pid[4]))
+            return _Anything()
+
+    with zipfile.ZipFile(path) as zf, zf.open(_pickle_name(zf)) as fh:
+        Scan(fh).load()
+    return refs
+
+
+def _pickle_name(zf: zipfile.ZipFile) -> str:
+    return next(n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+
+
+def check_records(path: Path) -> None:
+    """Refuse a checkpoint whose storages do not have exactly their records' byte sizes.
+
+    Memory-mapped loading takes each storage's size from the pickle and its offset from the
+    zip, unchecked, so a record shorter than its storage would silently read the next one's bytes.
+    """
+    import torch
+
+    def refuse(what: str) -> CasaError:
+        return CasaError(f"{path.name} is damaged: {what}", "re-download it or re-save it from the trainer")
+
+    try:
+        refs = _records(path)
+        with zipfile.ZipFile(path) as zf:
+            root = _pickle_name(zf)[: -len("data.pkl")]
+            for key, (kind, numel) in refs.items():
+                try:
+                    info = zf.getinfo(f"{root}data/{key}")
+                except KeyError:
+                    raise refuse(f"its storage {key} has no record") from None
+                storage = getattr(torch, kind, None)
+                with warnings.catch_warnings():  # the legacy typed storage classes warn when asked their dtype
+                    warnings.simplefilter("ignore")
+                    size = 1 if storage is torch.UntypedStorage else storage.dtype.itemsize
+                if not isinstance(numel, int) or info.compress_type != zipfile.ZIP_STORED \
+                        or info.file_size != numel * size:
+                    raise refuse(f"its storage {key} should hold {numel} x {size} bytes but its record holds "
+                                 f"{info.file_size}" + (" compressed" if info.compress_type else ""))
+    except CasaError:
+        raise
+    except Exception as exc:  # an unreadable pickle or zip: the weights-only load decides first
+        raise refuse(f"its storage records cannot be read ({type(exc).__name__})") from None
+
+
 def _is_state_dict(obj) -> bool:
     import torch
 
@@ -79,7 +165,9 @@ class PickledFile:
         import torch
 
         self.path = Path(path)
-        sd, self.container = pick_state_dict(_load(self.path), self.path)
+        loaded = _load(self.path)
+        check_records(self.path)  # before any tensor of the mapping is read
+        sd, self.container = pick_state_dict(loaded, self.path)
         # key -> (dtype tag, shape); non-tensor entries (step counters ...) are skipped
         self.tensors = {str(k): (dtypes.tag_or_name(v.dtype), tuple(v.shape))
                         for k, v in sd.items() if isinstance(v, torch.Tensor)}
