@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .scripts import run_build
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "packaging" / "build-linux.sh"
 WORK = ROOT / "build" / "packaging"
@@ -24,11 +26,6 @@ pytestmark = [
     pytest.mark.timeout(3600),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="builds the Linux bundle"),
 ]
-
-
-def _read_report(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
 
 
 def _pyinstaller_installable() -> bool:
@@ -50,13 +47,7 @@ def build() -> dict[str, str]:
     args = ["bash", str(SCRIPT)]
     if os.environ.get("CASA_PACKAGING_CLEAN") == "1":
         args.append("--clean")
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=3500)
-    log = WORK / "test-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, f"build-linux.sh failed ({proc.returncode}); see {log}:\n{proc.stdout[-3000:]}" \
-                                 f"\n{proc.stderr[-3000:]}"
-    return _read_report(WORK / "report.txt")
+    return run_build(args, ROOT, WORK, "build-linux.sh")
 
 
 def test_frozen_cli_answers_version(build):

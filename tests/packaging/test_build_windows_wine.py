@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .scripts import run_build
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "packaging" / "build-windows-wine.sh"
 WORK = ROOT / "build" / "wine"
@@ -31,11 +33,6 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux") or platform.machine() != "x86_64",
                        reason="builds the Windows installer under Wine on Linux x86_64"),
 ]
-
-
-def _read_report(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
 
 
 def _tools_missing() -> list[str]:
@@ -66,13 +63,7 @@ def build() -> dict[str, str]:
     args = ["bash", str(SCRIPT)]
     if os.environ.get("CASA_WINE_REUSE_PREFIX") == "1":
         args.append("--reuse-prefix")
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=3500)
-    log = WORK / "test-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, f"build-windows-wine.sh failed ({proc.returncode}); see {log}:\n" \
-                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return _read_report(WORK / "report.txt")
+    return run_build(args, ROOT, WORK, "build-windows-wine.sh")
 
 
 def test_frozen_cli_answers_version(build):
