@@ -440,12 +440,12 @@ class Controller(QObject):
         options = s.options(options)
         self.exporting.emit(out)
         log.info("exporting to %s (format %s, dtype %s)", out, options.out_format, options.out_dtype)
-        self._start(Job("export", jobs.export_job(s.conversion, out, s.run_settings, options)),
+        self._start(Job("export", jobs.export_job(s.conversion, out, s.run_settings, options, report=report,
+                                                  seconds=s.run_seconds)),
                     Export(options, report), item=self._on_exported, failed=self._error)
         return True
 
     def _on_exported(self, task: Task, item) -> None:
-        run: Export = task.context
         info, s = item.info, self.session
         energies = [s.results[lp.module].energy_kept for lp in s.plan.layers]
         self.written.emit(info, energies)
@@ -453,11 +453,9 @@ class Controller(QObject):
         for lp in s.plan.layers:
             log.info("  %-32s energy kept %.4f", lp.module, s.results[lp.module].energy_kept)
         note = ("info", f"Wrote {info.path}.")
-        if run.report:
-            try:
-                path = jobs.write_report(s.conversion, run.options, info, s.run_seconds)
-                log.info("wrote the run report %s", path)
-            except (OSError, CasaError) as exc:
-                note = ("error", f"The LoRA was written, but not its report: {exc}")
+        if item.report is not None:
+            log.info("wrote the run report %s", item.report)
+        if item.report_error is not None:
+            note = ("error", f"The LoRA was written, but not its report: {item.report_error}")
         self.message.emit(*note)
         task.outcome = (self.exported, info)

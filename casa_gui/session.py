@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from casa_core.api import Cancelled, Conversion, RunOptions, TransferSettings
+from casa_core.api import Cancelled, CasaError, Conversion, RunOptions, TransferSettings
 
 GUI_VIEW_SIZE = 128
 
@@ -40,7 +40,9 @@ class StateReady:
 
 @dataclass(frozen=True)
 class Exported:
-    info: object           # ExportInfo
+    info: object                        # ExportInfo
+    report: Path | None = None          # the run report written beside it
+    report_error: str | None = None     # why the report could not be written
 
 
 @dataclass
@@ -139,14 +141,19 @@ def state_job(conv: Conversion, module: str, options: RunOptions, method: str):
     return run
 
 
-def export_job(conv: Conversion, output, settings: TransferSettings, options: RunOptions):
+def export_job(conv: Conversion, output, settings: TransferSettings, options: RunOptions, *, report: bool = True,
+               seconds: float | None = None):
+    """Write the LoRA, then (with ``report``) its run report beside it (``X.report.json``), in the worker."""
     def run(cancel: threading.Event) -> Iterator:
-        yield Exported(conv.export(output, settings, options))
+        info = conv.export(output, settings, options)
+        if not report:
+            yield Exported(info)
+            return
+        path = Path(info.path).with_suffix(".report.json")
+        try:
+            conv.report(info, options=options, seconds=seconds).write(path)
+        except (OSError, CasaError) as exc:
+            yield Exported(info, report_error=str(exc))
+            return
+        yield Exported(info, report=path)
     return run
-
-
-def write_report(conv: Conversion, options: RunOptions, info, seconds: float | None) -> Path:
-    """Write the conversion's run report beside the exported LoRA (``X.report.json``); returns its path."""
-    path = Path(info.path).with_suffix(".report.json")
-    conv.report(info, options=options, seconds=seconds).write(path)
-    return path
