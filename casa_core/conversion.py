@@ -14,7 +14,7 @@ what was done.
 
 from __future__ import annotations
 
-import re
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -266,42 +266,29 @@ class Conversion:
 
 # ---- provenance ------------------------------------------------------------------------
 
-_HUB_IDENTITY = re.compile(r"^[^/\s]+/[^@\s]+@[0-9a-f]{40}(:.*)?$")
-
-
 def _model_identity(model, with_path: bool = False):
-    """A hub model as repo@commit; a local one by name, size and the sha256 of its headers (hashing
-    the weights of a 28-57 GB checkpoint would take minutes), never by its absolute path unless
-    ``with_path``."""
-    if getattr(model, "from_hub", False) and _HUB_IDENTITY.match(model.identity):
+    """A hub model as repo@commit; a local one by name, size and the sha256 of what its headers say
+    (names, dtypes, shapes, offsets, metadata, as the store read them; hashing the weights of a
+    28-57 GB checkpoint would take minutes), never by its absolute path unless ``with_path``."""
+    if model.from_hub:
         return model.identity
     import hashlib
 
-    h = hashlib.sha256()
-    total = 0
-    for f in sorted(model.store.files, key=lambda p: p.name):
-        total += f.stat().st_size
-        h.update(f.name.encode() + b"\0" + _header_bytes(f))
-    out = {"name": Path(model.path).name, "files": len(model.store.files), "bytes": total,
-           "header_sha256": h.hexdigest()}
+    store = model.store
+    headers = {"tensors": sorted((i.file.name, i.key, i.dtype, list(i.shape), i.offset, i.nbytes)
+                                 for i in store.infos.values()),
+               "metadata": sorted(store.metadata.items())}
+    out = {"name": Path(model.path).name, "files": len(store.files),
+           "bytes": sum(f.stat().st_size for f in store.files),
+           "header_sha256": hashlib.sha256(json.dumps(headers).encode()).hexdigest()}
     return out | ({"path": str(Path(model.path).resolve())} if with_path else {})
 
 
 def _lora_identity(lora, sha256: str, with_path: bool = False):
-    if getattr(lora, "from_hub", False) and _HUB_IDENTITY.match(lora.identity):
+    if lora.from_hub:
         return lora.identity
     out = {"name": Path(lora.path).name, "bytes": Path(lora.path).stat().st_size, "sha256": sha256}
     return out | ({"path": str(Path(lora.path).resolve())} if with_path else {})
-
-
-def _header_bytes(path: Path) -> bytes:
-    """A safetensors file's header (its first 8 bytes say how long); a pickled file's first MiB."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if path.suffix == ".safetensors" and len(head) == 8:
-            n = int.from_bytes(head, "little")
-            return head + fh.read(min(n, 100_000_000))
-        return head + fh.read(1 << 20)
 
 
 # ---- computing one layer ----------------------------------------------------------

@@ -66,9 +66,10 @@ def lora_files(folder: Path) -> list[Path]:
 class LoraSource:
     """A LoRA file (or PEFT folder): its pairs, format, scale per pair and everything else."""
 
-    def __init__(self, path, identity: str | None = None):
+    def __init__(self, path, identity: str | None = None, *, from_hub: bool = False):
         self.path = Path(path)
         self.identity = identity or str(path)
+        self.from_hub = from_hub          # opened from a Hugging Face repo: provenance names it repo@commit
         if not self.path.exists():
             raise CasaError(f"LoRA path {self.path} does not exist", "check the path")
         if self.path.is_dir():

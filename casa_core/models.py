@@ -72,10 +72,11 @@ class ModelSource:
     the names; fp8 weights are read as float32, with their scale applied.
     """
 
-    def __init__(self, path, role: str = "model", identity: str | None = None):
+    def __init__(self, path, role: str = "model", identity: str | None = None, *, from_hub: bool = False):
         self.path = Path(path)
         self.role = role
         self.identity = identity or str(path)
+        self.from_hub = from_hub          # opened from a Hugging Face repo: provenance names it repo@commit
         self.store = TensorStore(weight_files(self.path, role))
         self.container = self.store.container(self.store.files[0])
         raw = list(self.store.keys())

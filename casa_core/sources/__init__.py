@@ -16,8 +16,8 @@ from . import hub
 
 def locate(spec, kind: str = "model", *, lora_file: str | None = None,
            progress: Callable[[hub.DownloadProgress], None] | None = None,
-           cancel: threading.Event | None = None) -> tuple[Path, str]:
-    """(local path to open, identity for provenance) of what the user typed.
+           cancel: threading.Event | None = None) -> tuple[Path, str, bool]:
+    """(local path to open, identity for provenance, whether it came from the hub) of what the user typed.
 
     A Hugging Face repo id resolves through the hub cache (``sources.hub``); its
     identity is ``org/name@<commit sha>[:subfolder]``. Anything else is a local path.
@@ -27,35 +27,31 @@ def locate(spec, kind: str = "model", *, lora_file: str | None = None,
         hub.check_inside(lora_file, "the LoRA file name", setting="lora_file")
     if ref is not None:
         found = hub.resolve(ref, kind, lora_file=lora_file, progress=progress, cancel=cancel)
-        return found.path, found.identity
+        return found.path, found.identity, True
     path = Path(str(spec)).expanduser()
     if lora_file:
         if path.is_dir():
             if not (path / lora_file).is_file():
                 raise CasaError(f"LoRA folder {path} has no file {lora_file}", "check the LoRA file name",
                                 setting="lora_file")
-            return path / lora_file, str(path / lora_file)
+            return path / lora_file, str(path / lora_file), False
         if path.exists() and path.name != Path(lora_file).name:
             raise CasaError(f"a LoRA file name ({lora_file}) was given, but the LoRA {path} is a file",
                             "name a file only with a folder or a Hugging Face repo", setting="lora_file")
-    return path, str(spec)
+    return path, str(spec), False
 
 
 def open_model(spec, role: str = "model", *, progress=None, cancel=None):
     """A lazy ``ModelSource`` for a path or repo id (headers only are read)."""
     from ..models import ModelSource
 
-    path, identity = locate(spec, "model", progress=progress, cancel=cancel)
-    src = ModelSource(path, role, identity)
-    src.from_hub = hub.parse(str(spec)) is not None   # provenance names only these by repo@commit
-    return src
+    path, identity, from_hub = locate(spec, "model", progress=progress, cancel=cancel)
+    return ModelSource(path, role, identity, from_hub=from_hub)
 
 
 def open_lora(spec, *, lora_file: str | None = None, progress=None, cancel=None):
     """A lazy ``LoraSource`` for a path, folder (``lora_file`` picks in it) or repo id."""
     from ..lora import LoraSource
 
-    path, identity = locate(spec, "lora", lora_file=lora_file, progress=progress, cancel=cancel)
-    src = LoraSource(path, identity)
-    src.from_hub = hub.parse(str(spec)) is not None
-    return src
+    path, identity, from_hub = locate(spec, "lora", lora_file=lora_file, progress=progress, cancel=cancel)
+    return LoraSource(path, identity, from_hub=from_hub)
