@@ -126,13 +126,11 @@ class LoraState:
     C_lora: torch.Tensor              # U^T up down V (p x p)
     scale: float
     rank_in: int
-    seconds: float
     sigma_merged: torch.Tensor | None = None
 
 
 def analyse_lora(pair: PairState, B, A, scale: float, *, spectra: bool = False) -> LoraState:
     """Step 2 of the rule: the LoRA's routing C_lora in the base's basis (scale folded in)."""
-    t0 = time.perf_counter()
     dtype, device = pair.sigma.dtype, pair.sigma.device
     Bm = B.reshape(B.shape[0], -1).to(device=device, dtype=dtype) * scale
     Am = A.reshape(A.shape[0], -1).to(device=device, dtype=dtype)
@@ -141,9 +139,7 @@ def analyse_lora(pair: PairState, B, A, scale: float, *, spectra: bool = False) 
     UtB = pair.left_t(Bm)
     C_lora = UtB @ (Am @ pair.V)
     merged = torch.linalg.svdvals(pair.Ws + Bm @ Am) if spectra else None
-    sync(device)
-    return LoraState(Bm, Am, UtB, C_lora, scale, B.shape[1] if B.dim() > 1 else 1,
-                     time.perf_counter() - t0, merged)
+    return LoraState(Bm, Am, UtB, C_lora, scale, B.shape[1] if B.dim() > 1 else 1, merged)
 
 
 @dataclass
