@@ -32,9 +32,14 @@ from .report import RunReport
 from .settings import RunOptions, TransferSettings
 
 
+def _analysis_key(module: str, options: RunOptions, method: str) -> tuple:
+    """What a kept analysis depends on: the layer, the method and how it was computed."""
+    return module, method, options.precision, options.device, options.spectra
+
+
 @dataclass
 class _Analysis:
-    """One layer's kept analysis, and what it was made for (module, method, precision, device)."""
+    """One layer's kept analysis, and what it was made for (``_analysis_key``)."""
     key: tuple
     value: object
 
@@ -129,19 +134,18 @@ class Conversion:
         The last one asked for is kept, so that concluding the same layer again (other
         thresholds, a per-layer override) needs no new SVD.
         """
-        key = (module, method, options.precision, options.device)
-        if self._kept is not None and self._kept.key == key:
+        if self.has_analysis(module, options, method):
             return self._kept.value
         compute = Compute.for_options(options)
         lp = self.layer(module)
         value = _analyse(self.plan, lp, methods.get(method), None, compute, spectra=options.spectra,
                          tensors=None)
-        self._kept = _Analysis(key, value)
+        self._kept = _Analysis(_analysis_key(module, options, method), value)
         return value
 
     def has_analysis(self, module: str, options: RunOptions, method: str = methods.DEFAULT) -> bool:
         """Whether ``analysis`` would answer at once (no read, no SVD)."""
-        return self._kept is not None and self._kept.key == (module, method, options.precision, options.device)
+        return self._kept is not None and self._kept.key == _analysis_key(module, options, method)
 
     def rearbitrate(self, module: str, settings: TransferSettings, options: RunOptions) -> LayerResult:
         """Conclude one layer again with ``settings`` (its analysis kept or made); the result replaces
