@@ -29,7 +29,7 @@ from .layer_table import LayerTable
 from .log_pane import LogPane
 from .message_bar import MessageBar
 from .overrides import OverridePanel
-from .qt_compat import pin_singletons
+from .qt_compat import collect_in_gui_thread, pin_singletons
 from .settings_panel import ConvertPanel
 from .settings_store import GuiSettings, layout_settings
 from .sources import SourcesPanel
@@ -42,6 +42,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, gs: GuiSettings | None = None, parent=None):
         pin_singletons()
+        collect_in_gui_thread()
         super().__init__(parent)
         self.gs = gs if gs is not None else GuiSettings.load()
         self.state = AppState(self)

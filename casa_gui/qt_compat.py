@@ -29,3 +29,22 @@ def pin_singletons() -> bool:
         ctypes.c_ssize_t.from_address(id(value)).value += _PIN
     _done = True
     return True
+
+
+_collector = None
+
+
+def collect_in_gui_thread() -> None:
+    """Run Python's cyclic garbage collector only from the GUI thread's event loop.
+
+    Left automatic, a collection starts in whichever thread allocates, worker threads
+    included (the core's conversions allocate a great deal), and may then destroy Qt
+    objects from there or in the middle of an event; the suite saw rare segfaults inside
+    "Garbage-collecting". pyqtgraph's GarbageCollector disables the automatic collector
+    and collects, generation by generation as the thresholds say, from a timer.
+    """
+    global _collector
+    if _collector is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _collector = GarbageCollector(interval=1.0)

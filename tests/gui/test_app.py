@@ -118,3 +118,13 @@ def test_about_box_links_the_method_notes(demo_window, monkeypatch):
     demo_window.menus.show_about()
     assert len(shown) == 1 and "method.md</a>" in shown[0] and "torch" in shown[0]
     assert 'href="file://' in shown[0] and "arxiv.org/abs/2605.01929" in shown[0]
+
+
+def test_garbage_is_collected_from_the_gui_thread_only(window, qtbot):
+    """With a window, Python's automatic collector is off and a timer in the GUI thread collects."""
+    import gc
+
+    from casa_gui import qt_compat
+
+    assert not gc.isenabled()
+    assert qt_compat._collector is not None and qt_compat._collector.timer.isActive()
