@@ -68,10 +68,9 @@ class Task(QObject):
     handler is called as ``handler(task, *args)``.
     """
 
-    def __init__(self, job: Job, context, *, parent: QObject | None = None, item: Callable | None = None,
-                 progress: Callable | None = None, ok: Callable | None = None, cancelled: Callable | None = None,
-                 failed: Callable | None = None):
-        super().__init__(parent)
+    def __init__(self, job: Job, context, *, item: Callable | None = None, progress: Callable | None = None,
+                 ok: Callable | None = None, cancelled: Callable | None = None, failed: Callable | None = None):
+        super().__init__()
         self.context = context
         self.outcome: tuple | None = None           # (signal, value): emitted once the runner is free
         self._handlers = {"item": item, "progress": progress, "ok": ok, "cancelled": cancelled, "failed": failed}
@@ -148,9 +147,7 @@ class Controller(QObject):
     # ---- running jobs ---------------------------------------------------------
 
     def _start(self, job: Job, context, **handlers) -> None:
-        # owned by the controller and deleted by Qt once its job has stopped (deleteLater), never by
-        # Python's garbage collector: a QObject with queued signals must go through the event loop
-        self._task = Task(job, context, parent=self, **handlers)
+        self._task = Task(job, context, **handlers)
         self.runner.start(job)
 
     def _job_stopped(self, _name: str) -> None:
@@ -162,7 +159,6 @@ class Controller(QObject):
                 self.start_export(report=run.report)
             if task.outcome is not None:
                 task.outcome[0].emit(task.outcome[1])
-            task.deleteLater()
         # deferred: whoever stopped this job may be about to start the next one
         self._prefetch_timer.start()
 
