@@ -6,21 +6,22 @@ An import-linter contract keeps ``casa_gui`` to this module (and the package's
 
 from __future__ import annotations
 
-from . import __version__, methods
+from . import __version__, methods, ranks
 from .compute import Compute, resolve_device
 from .conversion import Conversion
 from .errors import Cancelled, CasaError, OutOfMemory
 from .export import ExportInfo
 from .layers import LayerResult
 from .methods import MethodParams, ParamInfo, TransferMethod
-from .report import RunReport
+from .ranks import AutoRank
+from .report import Comparison, RunReport, model_figures
 from .resources import demo_inputs, method_doc, resource_dir
 from .settings import DTYPES, FORMATS, PRECISIONS, RunOptions, TransferSettings, parse_rank
 from .views import LayerViews
 
 __all__ = [
-    "DTYPES", "FORMATS", "PRECISIONS", "Cancelled", "CasaError", "Compute", "Conversion", "ExportInfo",
-    "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions", "RunReport",
-    "TransferMethod", "TransferSettings", "__version__", "demo_inputs", "method_doc", "methods", "parse_rank",
-    "resolve_device", "resource_dir",
+    "DTYPES", "FORMATS", "PRECISIONS", "AutoRank", "Cancelled", "CasaError", "Comparison", "Compute", "Conversion",
+    "ExportInfo", "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions", "RunReport",
+    "TransferMethod", "TransferSettings", "__version__", "demo_inputs", "method_doc", "methods", "model_figures",
+    "parse_rank", "ranks", "resolve_device", "resource_dir",
 ]

@@ -1,4 +1,4 @@
-"""Dominance, risk and capping: the arbitration of steps 5-9 of the rule."""
+"""Dominance, risk and capping: the arbitration of steps 5-9 of the rule, and the paper's ablations of it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import torch
 
 from .clusters import cluster_labels
 from .spectral import quantile
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Which step of the rule an ablation replaces (docs/method.md, "Other methods"); all False: CASA."""
+    singleton_clusters: bool = False   # step 4: every top index a cluster of its own
+    uniform: bool = False              # step 6: the whole grid dominant
+    no_capping: bool = False           # step 8: nothing capped
+
+
+RULE = Ablation()
 
 
 @dataclass
@@ -27,18 +38,23 @@ class Arbitration:
 
 
 def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k: int,
-              s) -> Arbitration:
+              s, ablation: Ablation = RULE) -> Arbitration:
     """Apply steps 4-9 to the routing matrices (in the tall orientation, p x p); ``s`` holds
-    the thresholds tau, q_dom and q_act."""
+    the thresholds the rule (or its ``ablation``) reads: tau, q_dom and q_act."""
     p = sigma.numel()
     dev = C_lora.device
-    n_c, labels, lab, rowdom_top, coldom_top = dominance(C_lora[:k, :k], C_fft[:k, :k], sigma[:k], s)
-
-    # step 6: whole dominant rows and columns
-    rowdom = torch.zeros(p, dtype=torch.bool, device=dev)
-    coldom = torch.zeros(p, dtype=torch.bool, device=dev)
-    rowdom[:k] = rowdom_top
-    coldom[:k] = coldom_top
+    if ablation.uniform:
+        # step 6 replaced: every row and column dominant (clusters still give step 7's context)
+        n_c, labels, lab = clusters(C_lora[:k, :k], sigma[:k], s, ablation)
+        rowdom = torch.ones(p, dtype=torch.bool, device=dev)
+        coldom = torch.ones(p, dtype=torch.bool, device=dev)
+    else:
+        n_c, labels, lab, rowdom_top, coldom_top = dominance(C_lora[:k, :k], C_fft[:k, :k], sigma[:k], s, ablation)
+        # step 6: whole dominant rows and columns
+        rowdom = torch.zeros(p, dtype=torch.bool, device=dev)
+        coldom = torch.zeros(p, dtype=torch.bool, device=dev)
+        rowdom[:k] = rowdom_top
+        coldom[:k] = coldom_top
     dom = rowdom[:, None] | coldom[None, :]
 
     # step 7: cluster-pair context (cosine of the two routings on each block)
@@ -54,7 +70,7 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     cand = dom & (torch.sign(C_lora) == torch.sign(C_fft))
     # (numpy's boolean selection is 3x faster than torch's on the CPU)
     risk = torch.from_numpy(risk_all.numpy()[cand.numpy()]) if dev.type == "cpu" else risk_all[cand]
-    if risk.numel():
+    if risk.numel() and not ablation.no_capping:
         t = quantile(risk, s.q_act)
         capped = cand & (risk_all > t)
     else:
@@ -67,15 +83,24 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
     return Arbitration(k, n_c, labels, rowdom, coldom, capped, int(cand.sum()), t, risk, C_casa)
 
 
-def dominance(Cl_top: torch.Tensor, Cf_top: torch.Tensor, sigma_top: torch.Tensor, s):
+def clusters(Cl_top: torch.Tensor, sigma_top: torch.Tensor, s, ablation: Ablation = RULE):
+    """Step 4: (number of clusters, labels (numpy), labels (tensor)) of the top indices."""
+    k = sigma_top.numel()
+    if ablation.singleton_clusters:
+        n_c, labels = k, np.arange(k, dtype=np.int64)
+    else:
+        n_c, labels = cluster_labels(Cl_top, sigma_top, s.tau)
+    return n_c, labels, torch.from_numpy(labels).to(Cl_top.device)
+
+
+def dominance(Cl_top: torch.Tensor, Cf_top: torch.Tensor, sigma_top: torch.Tensor, s, ablation: Ablation = RULE):
     """Steps 4-5 on the top k x k block: clusters and which of the top indices are dominant.
 
     Returns (number of clusters, labels (numpy), labels (tensor), receive-dominant rows,
     send-dominant columns), the last two as (k,) bool tensors.
     """
     k = sigma_top.numel()
-    n_c, labels = cluster_labels(Cl_top, sigma_top, s.tau)
-    lab = torch.from_numpy(labels).to(Cl_top.device)
+    n_c, labels, lab = clusters(Cl_top, sigma_top, s, ablation)
     size = torch.zeros(n_c, dtype=Cl_top.dtype, device=Cl_top.device).index_add_(
         0, lab, torch.ones(k, dtype=Cl_top.dtype, device=Cl_top.device))
     # per-cluster mean receive / send strength of the drift

@@ -32,11 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     c = sub.add_parser("convert", help="convert a LoRA for the distilled model")
     _add_sources(c)
-    c.add_argument("--output", "-o", help="where to write the converted LoRA (.safetensors)")
+    c.add_argument("--output", "-o", help="where to write the converted LoRA (.safetensors); with several "
+                   "methods a folder (DIR/), which gets one file per method")
     names = methods.names()
-    c.add_argument("--method", choices=names, default=names[0],
-                   help="; ".join(f"{m.name}: {m.title}" for m in methods.available()) + " (see 'casa methods')")
-    c.add_argument("--rank", default=None, help="output rank: N, or 'full' (exact); default: the input's rank")
+    c.add_argument("--method", choices=_MethodList(), default=names[0], metavar="{" + ",".join(names) + "}",
+                   help="; ".join(f"{m.name}: {m.title}" for m in methods.available())
+                   + ". Several, comma-separated (casa,direct,projection), run in one pass sharing each "
+                   "layer's decomposition and write one file per method into the --output folder (see 'casa methods')")
+    c.add_argument("--rank", default=None, help="output rank: N, 'full' (exact), or 'auto[:FRACTION]': per layer "
+                   "the smallest rank (at least the input's) keeping FRACTION (default 0.9) of the update's "
+                   "energy; default: the input's rank")
+    c.add_argument("--max-rank", type=int, default=None, metavar="N",
+                   help="cap of --rank auto (default 4 x the input's rank)")
     for info in methods.all_params().values():
         c.add_argument(_flag(info.name), dest=info.name, type=float, default=None, metavar="X",
                        help=f"{info.help} (default {info.default:g}; {_owners(info.name)})".replace("%", "%%"))
@@ -48,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", dest="out_format", default="same", choices=("same", "comfy", "kohya", "diffusers"),
                    help="output layout; 'same' keeps the input's layout and key names")
     c.add_argument("--dtype", dest="out_dtype", default="same", choices=("same", "float32", "float16", "bfloat16"))
-    c.add_argument("--report", metavar="JSON", help="write per-layer figures to this JSON file")
+    c.add_argument("--report", metavar="JSON", help="write per-layer figures to this JSON file (with several "
+                   "methods: the comparison, each method's report and the per-method table)")
+    c.add_argument("--table", metavar="CSV", help="with several methods: write the comparison table (per layer "
+                   "and model-wide figures of every method) to this CSV file")
     c.add_argument("--provenance-paths", action="store_true",
                    help="also record the inputs' absolute paths in the output's metadata (by default local "
                         "inputs are named by file name, size and hash)")
@@ -58,14 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-drift", action="store_true", help="skip reading weights for the drift column")
     i.add_argument("--json", action="store_true", help="print the plan as JSON")
     sub.add_parser("methods", help="list the transfer methods with their parameters and defaults")
+    f = sub.add_parser("figures", help="print the per-layer figures of a run report or comparison (--report)")
+    f.add_argument("report", help="the JSON file a 'casa convert --report' wrote")
     return ap
+
+
+class _MethodList:
+    """--method's choices: a registered name, or several comma-separated (argparse asks ``in``)."""
+
+    def __contains__(self, value) -> bool:
+        parts = str(value).split(",")
+        return all(p in methods.names() for p in parts)
+
+    def __iter__(self):
+        return iter(methods.names())
 
 
 # settings named by the core's messages -> the flags that set them
 _FLAGS = {"device": "--device", "rank": "--rank", "precision": "--precision", "format": "--format",
           "dtype": "--dtype", "workers": "--workers", "layers": "--layers", "lora_file": "--lora-file",
           "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output",
-          "report": "--report"}
+          "report": "--report", "max_rank": "--max-rank"}
 
 
 def _flag(setting: str) -> str:
@@ -79,16 +102,27 @@ def _owners(name: str) -> str:
 
 def _settings(args):
     """The method named by --method with the parameters given as flags (others refused)."""
+    return _settings_list(args)[0]
+
+
+def _settings_list(args):
+    """Each method --method names, with the parameters given as flags that it takes; a flag none of
+    them takes is refused."""
     from .settings import TransferSettings
 
-    method = methods.get(args.method)
-    own = {p.name for p in method.Params.describe()}
+    chosen = [methods.get(name) for name in args.method.split(",")]
     given = {name: getattr(args, name) for name in methods.all_params() if getattr(args, name) is not None}
+    own = {p.name for m in chosen for p in m.Params.describe()}
     foreign = sorted(set(given) - own)
     if foreign:
-        raise CasaError(f"{_flag(foreign[0])} does not apply to --method {method.name}",
+        which = ",".join(m.name for m in chosen)
+        raise CasaError(f"{_flag(foreign[0])} does not apply to --method {which}",
                         f"it takes {', '.join(_flag(p) for p in sorted(own)) or 'no parameters'}")
-    return TransferSettings.of(method.name, **given)
+    out = []
+    for m in chosen:
+        mine = {p.name for p in m.Params.describe()}
+        out.append(TransferSettings.of(m.name, **{k: v for k, v in given.items() if k in mine}))
+    return out
 
 
 def cmd_methods(args) -> int:
@@ -155,14 +189,25 @@ class _Progress:
 def cmd_convert(args) -> int:
     from .settings import RunOptions, parse_rank
 
+    several = "," in args.method
     if args.output is None:
         if not args.demo:
             raise CasaError("missing --output", "give the path of the converted LoRA to write")
-        args.output = "casa-demo-output.safetensors"
-    settings = _settings(args).validate()
-    options = RunOptions(rank=parse_rank(args.rank), device=args.device, precision=args.precision,
+        args.output = "casa-demo-output" + ("/" if several else ".safetensors")
+    settings = [s.validate() for s in _settings_list(args)]
+    options = RunOptions(rank=parse_rank(args.rank, args.max_rank), device=args.device, precision=args.precision,
                          out_format=args.out_format, out_dtype=args.out_dtype, layers=args.layers,
                          view_size=0, workers=args.workers, provenance_paths=args.provenance_paths).validate()
+    import os
+
+    # (os.path.isdir answers False for a name the filesystem refuses; the output check says why)
+    folder = several or args.output.endswith(("/", "\\")) or os.path.isdir(args.output)
+    if folder:
+        return _compare(args, settings, options)
+    if args.table:
+        raise CasaError("--table is written by a comparison", "name several methods (--method casa,direct) "
+                        "and an output folder")
+    settings = settings[0]
     conv = _sources(args)
     cancel = threading.Event()
     progress = _Progress(len(conv.plan.layers), args.quiet)
@@ -180,6 +225,111 @@ def cmd_convert(args) -> int:
             _say(f"note: the {out.format} layout cannot hold {len(out.dropped)} pass-through keys "
                   f"(e.g. {out.dropped[0]}); they were left out; use --format same to keep them",
                   file=sys.stderr)
+        _say(_model_line(report.model), file=sys.stderr)
+        _rank_note(conv.results.values(), options)
+    return 0
+
+
+def _model_line(fig: dict) -> str:
+    def f(key):
+        return "-" if fig.get(key) is None else f"{fig[key]:.3f}"
+
+    return (f"model-wide: energy kept {f('energy_kept')} (min {f('min_energy_kept')}), LoRA routing restored "
+            f"{f('restored_share')} / capped {f('capped_share')} / reused {f('reused_share')}, "
+            f"drift undone {f('drift_undone')}")
+
+
+def _rank_note(results, options) -> None:
+    from .ranks import AutoRank
+
+    if not isinstance(options.rank, AutoRank):
+        return
+    results = list(results)
+    short = [r for r in results if r.rank_capped]
+    ranks = [r.rank_out for r in results]
+    line = (f"auto rank {options.rank}: ranks {min(ranks)} to {max(ranks)} (total {sum(ranks)}); "
+            + (f"{len(short)} layers hit the cap short of {options.rank.fraction:g} (e.g. {short[0].name}, "
+               f"keeps {short[0].energy_kept:.3f}); raise --max-rank to keep more" if short
+               else f"every layer keeps at least {options.rank.fraction:g}"))
+    _say(line, file=sys.stderr)
+
+
+def _compare(args, settings, options) -> int:
+    """Several methods in one pass: one file per method in the output folder, the comparison report."""
+    from pathlib import Path
+
+    folder = Path(args.output)
+    conv = _sources(args)
+    stem = Path(conv.plan.lora.path).stem
+    outputs = {s.method: folder / f"{stem}.{s.method}.safetensors" for s in settings}
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    cancel = threading.Event()
+    progress = _Progress(len(conv.plan.layers), args.quiet)
+    try:
+        comp = conv.compare(outputs, settings, options, cancel=cancel, report=args.report,
+                            on_result=lambda i, n, by: progress(i, n, next(iter(by.values()))))
+        if args.table:
+            from .outputs import atomic_write
+
+            blob = comp.csv().encode()
+            atomic_write(Path(args.table), lambda fh: fh.write(blob), "table")
+    except BaseException:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    finally:
+        progress.close()
+    if not args.quiet:
+        _say(f"wrote {len(outputs)} files into {folder}:", file=sys.stderr)
+        _print_summary(comp.summary, file=sys.stderr)
+    return 0
+
+
+def _print_summary(rows, file=None) -> None:
+    def f(v, fmt=".3f"):
+        return "-" if v is None else format(v, fmt)
+
+    _say(f"  {'method':<18} {'energy kept':>11} {'restored':>9} {'capped':>7} {'reused':>7} {'drift undone':>12} "
+         f"{'rank':>6} {'MB':>8}", file=file)
+    for r in rows:
+        size = f(r["bytes"] / 1e6, ".2f") if r.get("bytes") is not None else "-"
+        _say(f"  {r['method']:<18} {f(r['energy_kept']):>11} {f(r['restored_share']):>9} {f(r['capped_share']):>7} "
+             f"{f(r['reused_share']):>7} {f(r['drift_undone']):>12} {r['rank_out_total']:>6} {size:>8}", file=file)
+
+
+def cmd_figures(args) -> int:
+    """The per-layer figures of a run report (or of every method of a comparison), as a table."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(args.report).read_text())
+    except (OSError, ValueError) as exc:
+        raise CasaError(f"cannot read the report {args.report}: {exc}", "give a JSON file written by --report") \
+            from None
+    reports = data.get("reports") or {data.get("settings", {}).get("method", "?"): data}
+    if not isinstance(reports, dict) or not all(isinstance(r, dict) and "layers" in r for r in reports.values()):
+        raise CasaError(f"{args.report} is not a run report", "give a JSON file written by --report")
+
+    def f(v, fmt=".3f"):
+        return "-" if v is None else format(v, fmt)
+
+    for method, rep in reports.items():
+        _say(f"{method}:")
+        _say(f"  {'layer':<28} {'rank':>9} {'energy kept':>11} {'restored':>9} {'capped':>7} {'reused':>7} "
+             f"{'drift undone':>12}")
+        for name, fig in rep["layers"].items():
+            rank = f"{fig.get('rank_in')}->{fig.get('rank_out')}" + ("*" if fig.get("rank_capped") else "")
+            _say(f"  {name:<28} {rank:>9} {f(fig.get('energy_kept')):>11} {f(fig.get('restored_share')):>9} "
+                 f"{f(fig.get('capped_share')):>7} {f(fig.get('reused_share')):>7} {f(fig.get('drift_undone')):>12}")
+        if rep.get("model"):
+            _say("  " + _model_line(rep["model"]))
+        if any(fig.get("rank_capped") for fig in rep["layers"].values()):
+            _say("  * the auto rank hit its cap before keeping its fraction")
+    if data.get("summary"):
+        _say("\nmodel-wide:")
+        _print_summary(data["summary"])
     return 0
 
 
@@ -324,7 +474,8 @@ def main(argv=None) -> int:
         return 2
     _catch_signals()
     try:
-        return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods}[args.command](args)
+        return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods,
+                "figures": cmd_figures}[args.command](args)
     except CasaError as exc:
         flag = f" ({' '.join(filter(None, (_flag(exc.setting), exc.example)))})" if exc.setting else ""
         print(f"casa: error: {_clean_line(exc)}{flag}", file=sys.stderr)

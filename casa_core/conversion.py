@@ -54,6 +54,7 @@ class Conversion:
         self.options: RunOptions | None = None
         self.seconds: float | None = None                  # the last full run's compute time
         self.last_export = None
+        self.compared: dict[str, dict[str, LayerResult]] = {}   # the last comparison: method -> module -> result
         self._kept: _Analysis | None = None
 
     @classmethod
@@ -107,13 +108,33 @@ class Conversion:
         self.results.clear()
         self.settings = self.options = None
         t0 = time.perf_counter()
-        job = _LayerJob(self.plan, settings, options, compute)
+        job = _LayerJob(self.plan, [settings], options, compute)
         with compute.limits():
-            for res in (_sequential(self.plan, job, cancel) if compute.workers == 1 else
-                        _side_by_side(self.plan, job, compute.workers, cancel)):
+            for (res,) in (_sequential(self.plan, job, cancel) if compute.workers == 1 else
+                           _side_by_side(self.plan, job, compute.workers, cancel)):
                 self.results[res.name] = res
                 yield res
         self.settings, self.options, self.seconds = settings, options, time.perf_counter() - t0
+
+    def compare_layers(self, settings: list[TransferSettings], options: RunOptions,
+                       cancel: threading.Event | None = None) -> Iterator[dict[str, LayerResult]]:
+        """Several methods in one pass: each layer is read and its pair analysed (the base's basis, the
+        drift, and the target's basis if a method needs it) once, then every method concludes on it;
+        yields {method: result} per layer in plan order. Each result is the one a run of that method
+        alone gives (same bytes). Per-layer overrides do not apply here."""
+        names = [s.method for s in settings]
+        if len(set(names)) != len(names) or not names:
+            raise CasaError(f"each method may be compared once, got {', '.join(names) or 'none'}",
+                            "name every method once", setting="method")
+        for s in settings:
+            s.validate()
+        options = replace(options.validate(), overrides={})
+        compute = Compute.for_options(options)
+        job = _LayerJob(self.plan, settings, options, compute)
+        with compute.limits():
+            for results in (_sequential(self.plan, job, cancel) if compute.workers == 1 else
+                            _side_by_side(self.plan, job, compute.workers, cancel)):
+                yield {s.method: r for s, r in zip(settings, results, strict=True)}
 
     def run(self, settings: TransferSettings, options: RunOptions, *, cancel: threading.Event | None = None,
             on_result: Callable[[int, int, LayerResult], None] | None = None, keep: Callable | None = None) -> None:
@@ -199,16 +220,19 @@ class Conversion:
         if report is not None:
             check_destination(report, "report", prot, setting="report", others=[("output", output)])
 
-    def export(self, output, settings: TransferSettings | None = None, options: RunOptions | None = None):
-        """Write the computed layers (with provenance) to ``output``, atomically; returns ExportInfo."""
+    def export(self, output, settings: TransferSettings | None = None, options: RunOptions | None = None,
+               results: dict[str, LayerResult] | None = None):
+        """Write the computed layers (``results``: by default this conversion's) with provenance to
+        ``output``, atomically; returns ExportInfo."""
         from .export import sha256_file, write_lora
 
         settings = settings or self.settings
         options = options or self.options
+        results = self.results if results is None else results
         if settings is None or options is None:
             raise CasaError("no layer has been computed yet", "run the conversion first")
         self.check_output(output)
-        missing = [lp.module for lp in self.plan.layers if lp.module not in self.results]
+        missing = [lp.module for lp in self.plan.layers if lp.module not in results]
         if missing:
             raise CasaError(f"{len(missing)} layers have no result yet (first: {missing[0]})",
                             "run the conversion first")
@@ -223,7 +247,7 @@ class Conversion:
             "target": _model_identity(plan.target, options.provenance_paths),
             "lora": _lora_identity(plan.lora, lora_sha, options.provenance_paths),
         }
-        self.last_export = write_lora(plan, self.results, output, out_format=options.out_format,
+        self.last_export = write_lora(plan, results, output, out_format=options.out_format,
                                       out_dtype=options.out_dtype, provenance=provenance)
         return self.last_export
 
@@ -245,19 +269,11 @@ class Conversion:
         ``on_result(index, total, result)`` is called after each layer. A cancel or an
         error leaves nothing at ``output``.
         """
-        from .export import factor_dtype
-
         settings.validate()
         options.validate()
         self.check_output(output, report)
         t0 = time.perf_counter()
-        dtype = factor_dtype(self.plan, options.out_dtype)
-
-        def keep(res: LayerResult) -> None:
-            # the views are for the GUI; the written file needs only the factors, in its dtype
-            res.views = None
-            res.up, res.down = res.up.to(dtype), res.down.to(dtype)
-
+        keep = self._slim(options)
         self.run(settings, options, cancel=cancel, on_result=on_result, keep=keep)
         t_write = time.perf_counter()
         info = self.export(output, settings, options)
@@ -266,6 +282,66 @@ class Conversion:
         if report is not None:
             rep.write(report)
         return rep
+
+
+    def _slim(self, options: RunOptions) -> Callable[[LayerResult], None]:
+        """What a run that writes a file keeps of a result: the factors in the written dtype, no views."""
+        from .export import factor_dtype
+
+        dtype = factor_dtype(self.plan, options.out_dtype)
+
+        def keep(res: LayerResult) -> None:
+            res.views = None
+            res.up, res.down = res.up.to(dtype), res.down.to(dtype)
+        return keep
+
+    def compare(self, outputs: dict[str, Path], settings: list[TransferSettings], options: RunOptions, *,
+                cancel: threading.Event | None = None, on_result=None, report=None):
+        """Run several methods in one pass (``compare_layers``) and write one file per method,
+        ``outputs[method]``, each the bytes a single-method ``convert`` writes; returns the
+        ``report.Comparison`` (written as JSON to ``report`` when given). ``on_result(index,
+        total, {method: result})`` after each layer. A cancel or an error leaves no file behind."""
+        from .report import Comparison
+
+        for s in settings:
+            self.check_output(outputs[s.method])
+        if report is not None:
+            from .outputs import check_destination
+
+            check_destination(report, "report", self.protected(), setting="report",
+                              others=[("output", outputs[s.method]) for s in settings])
+        t0 = time.perf_counter()
+        keep = self._slim(options)
+        per: dict[str, dict[str, LayerResult]] = {s.method: {} for s in settings}
+        total = len(self.plan.layers)
+        for i, by_method in enumerate(self.compare_layers(settings, options, cancel)):
+            for method, res in by_method.items():
+                keep(res)
+                per[method][res.name] = res
+            if on_result is not None:
+                on_result(i, total, by_method)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        seconds = time.perf_counter() - t0
+        compute = Compute.for_options(options)
+        reports, written = {}, []
+        try:
+            for s in settings:
+                t_write = time.perf_counter()
+                info = self.export(outputs[s.method], s, options, per[s.method])
+                written.append(info.path)
+                reports[s.method] = RunReport.build(self.plan, [per[s.method][lp.module] for lp in self.plan.layers],
+                                                    s, options, compute, info, seconds,
+                                                    time.perf_counter() - t_write)
+        except BaseException:
+            for path in written:    # all files or none
+                Path(path).unlink(missing_ok=True)
+            raise
+        self.compared = per
+        comp = Comparison.build(reports, per, [lp.module for lp in self.plan.layers])
+        if report is not None:
+            comp.write(report)
+        return comp
 
 
 # ---- provenance ------------------------------------------------------------------------
@@ -335,49 +411,65 @@ def _analyse(plan: Plan, lp: LayerPlan, method, params, compute: Compute, *, spe
     W_s, W_t, B, A = tensors
     tensors.clear()   # the reader's references too
     try:
-        if method.uses_models:
-            # the file's copies (bf16 as a rule) go now; W_t's own copy becomes D_fft in place
-            W_s = W_s.to(device=compute.device, dtype=compute.dtype)
-            W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
-        return analyse_layer(lp.module, W_s, W_t, B, A, lp.scale, method=method.name, params=params,
-                             dtype=compute.dtype, device=compute.device, exact=compute.exact, spectra=spectra,
-                             consume=method.uses_models)
+        pair = _pair(lp, W_s, W_t, compute, spectra) if method.uses_models else None
+        del W_s, W_t
+        return method.analyse(LayerInput(lp.module, B, A, lp.scale), pair, params, spectra=spectra)
     except _cuda_oom():
         raise OutOfMemory(lp.module) from None
 
 
+def _pair(lp: LayerPlan, W_s, W_t, compute: Compute, spectra: bool):
+    """The layer's PairState from the file's tensors (as ``analyse_layer`` makes it)."""
+    # the file's copies (bf16 as a rule) go now; W_t's own copy becomes D_fft in place
+    W_s = W_s.to(device=compute.device, dtype=compute.dtype)
+    W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
+    return analyse_pair(lp.module, W_s, W_t, dtype=compute.dtype, device=compute.device, exact=compute.exact,
+                        spectra=spectra, consume=True)
+
+
 class _LayerJob:
-    """Read, analyse and conclude one planned layer with a run's settings (and its overrides)."""
+    """Read, analyse and conclude one planned layer with each of a run's settings (one, with its
+    per-layer overrides; or several methods compared), sharing the read and the pair's analysis."""
 
-    def __init__(self, plan: Plan, settings: TransferSettings, options: RunOptions, compute: Compute):
-        self.plan, self.settings, self.options, self.compute = plan, settings, options, compute
+    def __init__(self, plan: Plan, settings: list[TransferSettings], options: RunOptions, compute: Compute):
+        self.plan, self.settings, self.options, self.compute = plan, list(settings), options, compute
 
-    def method_for(self, lp: LayerPlan):
-        return methods.get(self.settings_for(lp).method)
-
-    def settings_for(self, lp: LayerPlan) -> TransferSettings:
-        return (self.options.overrides or {}).get(lp.module, self.settings)
+    def settings_for(self, lp: LayerPlan) -> list[TransferSettings]:
+        first = (self.options.overrides or {}).get(lp.module, self.settings[0])
+        return [first, *self.settings[1:]]
 
     def read(self, lp: LayerPlan) -> list:
-        return _read_layer(self.plan, lp, self.method_for(lp).uses_models)
+        return _read_layer(self.plan, lp, any(methods.get(s.method).uses_models for s in self.settings_for(lp)))
 
-    def __call__(self, lp: LayerPlan, tensors=None, t_read: float | None = None) -> LayerResult:
+    def __call__(self, lp: LayerPlan, tensors=None, t_read: float | None = None) -> tuple[LayerResult, ...]:
         if tensors is None:
             t0 = time.perf_counter()
             tensors = self.read(lp)
             t_read = time.perf_counter() - t0
-        s = self.settings_for(lp)
-        method = methods.get(s.method)
-        analysis = _analyse(self.plan, lp, method, s.params, self.compute, spectra=self.options.spectra,
-                            tensors=tensors)
+        todo = [(s, methods.get(s.method)) for s in self.settings_for(lp)]
+        W_s, W_t, B, A = tensors
+        tensors.clear()   # the reader's references too
+        out = []
         try:
-            res = method.conclude(analysis, s, self.options.rank, self.options.view_size)
+            pair = (_pair(lp, W_s, W_t, self.compute, self.options.spectra)
+                    if any(m.uses_models for _, m in todo) else None)
+            del W_s, W_t
+            for s, method in todo:
+                analysis = method.analyse(LayerInput(lp.module, B, A, lp.scale), pair if method.uses_models else None,
+                                          s.params, spectra=self.options.spectra)
+                res = method.conclude(analysis, s, self.options.rank, self.options.view_size)
+                del analysis
+                res.stages = {"read": t_read, **res.stages}
+                if self.options.view_size and pair is not None:
+                    from .views import update_routing
+
+                    res.routing = update_routing(pair, res.up, res.down, self.options.view_size)
+                out.append(res)
         except _cuda_oom():
             raise OutOfMemory(lp.module) from None
-        del analysis
-        res.stages = {"read": t_read, **res.stages}
+        del pair
         release_freed_memory()
-        return res
+        return tuple(out)
 
 
 def _sequential(plan: Plan, job: _LayerJob, cancel: threading.Event | None) -> Iterator[LayerResult]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
+
+from . import ranks
 
 SEED = 20260501
 
@@ -14,9 +17,12 @@ class Factors:
     up: torch.Tensor      # m x r
     down: torch.Tensor    # r x n
     energy_kept: float    # share of ||D||_F^2 the rank keeps
+    curve: np.ndarray | None = None     # share of ||D||_F^2 the best rank r keeps, r = 1..len (as far as known)
+    total_sq: float = 0.0               # ||D||_F^2
+    rank_capped: bool | None = None     # auto rank: the cap stopped it short of its fraction (None: not auto)
 
 
-def _split(U, S, V, total_sq) -> Factors:
+def _split(U, S, V, total_sq, S_known=None) -> Factors:
     # deterministic signs: the largest-magnitude entry of each right vector is positive
     idx = V.abs().argmax(dim=0)
     sgn = torch.sign(V[idx, torch.arange(V.shape[1], device=V.device)])
@@ -24,7 +30,10 @@ def _split(U, S, V, total_sq) -> Factors:
     U, V = U * sgn, V * sgn
     root = S.sqrt()
     kept = float((S.double() ** 2).sum() / total_sq) if total_sq > 0 else 1.0
-    return Factors((U * root).contiguous(), (root[:, None] * V.T).contiguous(), min(kept, 1.0))
+    known = S if S_known is None else S_known
+    curve = ranks.cumulative((known.double() ** 2).cpu().numpy(), total_sq).astype(np.float32)
+    return Factors((U * root).contiguous(), (root[:, None] * V.T).contiguous(), min(kept, 1.0), curve,
+                   float(total_sq))
 
 
 def sq_norm(a: torch.Tensor) -> float:
@@ -108,8 +117,31 @@ def factorize(D: torch.Tensor | Operator, rank: int, exact: bool) -> Factors:
         Dd = op.dense()
         total_sq = sq_norm(Dd)
         U, S, Vh = torch.linalg.svd(Dd, full_matrices=False)
-        return _split(U[:, :rank], S[:rank], Vh[:rank].T, total_sq)
+        return _split(U[:, :rank], S[:rank], Vh[:rank].T, total_sq, S)
     return _randomized(op, rank, op.sq_norm())
+
+
+def factorize_to(D: torch.Tensor | Operator, rank, r_in: int, exact: bool) -> Factors:
+    """Factors of D at the run's rank option (None, ``"full"``, a number or ``ranks.AutoRank``)."""
+    p = min(D.shape)
+    return _auto(factorize(D, ranks.resolve(rank, r_in, p), exact), rank, r_in, p)
+
+
+def factorize_lowrank_to(B: torch.Tensor, A: torch.Tensor, rank, r_in: int) -> Factors:
+    """``factorize_lowrank`` at the run's rank option."""
+    p = min(B.shape[0], A.shape[1])
+    return _auto(factorize_lowrank(B, A, ranks.resolve(rank, r_in, p)), rank, r_in, p)
+
+
+def _auto(fac: Factors, rank, r_in: int, p: int) -> Factors:
+    """An auto rank keeps the leading singular triplets its fraction needs (factored at the cap)."""
+    if not isinstance(rank, ranks.AutoRank):
+        return fac
+    r, capped = ranks.choose(fac.curve, rank, r_in, p)
+    r = min(r, fac.up.shape[1])
+    kept = float(fac.curve[r - 1]) if r > 0 else 0.0
+    return replace(fac, up=fac.up[:, :r].contiguous(), down=fac.down[:r].contiguous(), energy_kept=min(kept, 1.0),
+                   rank_capped=capped)
 
 
 def _randomized(op: Operator, rank: int, total_sq: float) -> Factors:
@@ -128,7 +160,7 @@ def _randomized(op: Operator, rank: int, total_sq: float) -> Factors:
             break
         last, gain = captured, (captured - last if last >= 0 else -1.0)
         Q = _orth(op.mm(_orth(Y)))
-    return _split(Q @ Uh[:, :rank], S[:rank], Vh[:rank].T, total_sq)
+    return _split(Q @ Uh[:, :rank], S[:rank], Vh[:rank].T, total_sq, S)
 
 
 def _converged(gain: float, previous: float, left_out: float) -> bool:
@@ -171,4 +203,4 @@ def factorize_lowrank(B: torch.Tensor, A: torch.Tensor, rank: int) -> Factors:
     U, S, Vh = torch.linalg.svd(Rb @ Ra.T, full_matrices=False)
     total_sq = float((S.double() ** 2).sum())
     r = min(rank, S.numel())
-    return _split(Qb @ U[:, :r], S[:r], Qa @ Vh[:r].T, total_sq)
+    return _split(Qb @ U[:, :r], S[:r], Qa @ Vh[:r].T, total_sq, S)

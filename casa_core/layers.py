@@ -40,6 +40,7 @@ class PairState:
     seconds: float
     sigma_target: torch.Tensor | None = None
     _c_fft: torch.Tensor | None = field(default=None, repr=False)
+    _target: Basis | None = field(default=None, repr=False)
 
     @property
     def square(self) -> bool:
@@ -76,6 +77,51 @@ class PairState:
     def tail_routing(self, k: int, cols: torch.Tensor) -> torch.Tensor:
         """C_fft[k:, cols] of a square layer."""
         return self.U[:, k:].T @ (self.D_fft @ self.V[:, cols])
+
+    @property
+    def base(self) -> Basis:
+        """The base's thin basis (the same tensors, seen as a ``Basis``)."""
+        return Basis(self.U, self.sigma, self.V, self.Ws if self.U is None else None, self.Vsi)
+
+    def target_basis(self) -> Basis:
+        """The target's own thin basis, W_t = U_t diag(sigma_t) V_t^T (tall orientation), computed the
+        first time a method asks (``projection``) and kept for any other method on this pair; no other
+        method pays for it. W_t is rebuilt from the pair (W_s's factors or W_s, plus D_fft): one layer's
+        worth of memory, like the base's basis."""
+        if self._target is None:
+            Ws = self.Ws if self.Ws is not None else (self.U * self.sigma) @ self.V.T
+            Wt = Ws + self.D_fft
+            del Ws
+            U, sigma, V, _solver = thin_svd(Wt, self.exact, left=not self.tall)
+            self._target = Basis(U, sigma, V, Wt if U is None else None, None if U is not None else V / sigma)
+        return self._target
+
+
+@dataclass
+class Basis:
+    """A thin singular basis W = U diag(sigma) V^T; U given, or applied as W @ (V / sigma) when not formed."""
+    U: torch.Tensor | None
+    sigma: torch.Tensor
+    V: torch.Tensor
+    W: torch.Tensor | None            # when U is None
+    Vsi: torch.Tensor | None          # V / sigma when U is None
+
+    def project_rows(self, k: int, Y: torch.Tensor) -> torch.Tensor:
+        """U_k U_k^T Y (Y tall and thin); Y itself when U_k spans the whole space."""
+        if k >= Y.shape[0]:
+            return Y
+        if self.U is not None:
+            Uk = self.U[:, :k]
+            return Uk @ (Uk.T @ Y)
+        Vk = self.Vsi[:, :k]
+        return self.W @ (Vk @ (Vk.T @ (self.W.T @ Y)))
+
+    def project_cols(self, k: int, R: torch.Tensor) -> torch.Tensor:
+        """R V_k V_k^T (R short and wide); R itself when V_k spans the whole space."""
+        if k >= R.shape[1]:
+            return R
+        Vk = self.V[:, :k]
+        return (R @ Vk) @ Vk.T
 
 
 def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exact: bool = False,
@@ -142,6 +188,34 @@ def analyse_lora(pair: PairState, B, A, scale: float, *, spectra: bool = False) 
     return LoraState(Bm, Am, UtB, C_lora, scale, B.shape[1] if B.dim() > 1 else 1, merged)
 
 
+@dataclass(frozen=True)
+class LayerEffect:
+    """What the converted layer does with the LoRA and with the drift (docs/method.md, "What a converted
+    layer does"). The shares split the LoRA's routing energy ``||C_lora||_F^2`` (its update in the base's
+    singular basis, the p x p grid) by what the method did with each entry; they add up to 1, and are
+    None where a method makes no such split (``projection``)."""
+    restored_share: float | None   # routed like base + LoRA: the drift taken out there, the LoRA as it was
+    capped_share: float | None     # capped at the larger of LoRA and drift
+    reused_share: float | None     # the LoRA reused on top of the drift
+    drift_undone: float | None     # <D_lora - D, D_fft> / ||D_fft||_F^2: 1 undoes the distillation, 0 keeps it
+                                   # (None when the target equals the base)
+
+    def figures(self) -> dict:
+        def r(v):
+            return None if v is None else round(float(v), 6)
+
+        return {"restored_share": r(self.restored_share), "capped_share": r(self.capped_share),
+                "reused_share": r(self.reused_share), "drift_undone": r(self.drift_undone)}
+
+    def summary(self) -> str:
+        def f(v):
+            return "-" if v is None else f"{v:.2f}"
+
+        shares = (f"restored/capped/reused={f(self.restored_share)}/{f(self.capped_share)}/{f(self.reused_share)} "
+                  if self.restored_share is not None else "")
+        return f"{shares}undone={f(self.drift_undone)}"
+
+
 @dataclass
 class LayerResult:
     """What one transferred layer yields: factors, figures, and what the GUI draws."""
@@ -159,6 +233,17 @@ class LayerResult:
     views: object | None = None           # the method's pictures (views.LayerViews for CASA)
     solver: str | None = None
     stages: dict = field(default_factory=dict)
+    effect: LayerEffect | None = None     # what the converted layer does (None: not known for the method)
+    energy_curve: np.ndarray | None = None    # share of ||D||_F^2 the best rank r keeps, r = 1..len (known part)
+    update_sq: float | None = None        # ||D||_F^2 of the dense update
+    rank_capped: bool | None = None       # auto rank only: the cap stopped it short of its fraction
+    routing: tuple | None = None          # (pooled U^T D V of the written factors, block edge): views only
+
+    @classmethod
+    def of(cls, name, shape, settings, rank_in, scale, drift, fac, up, down, **kw) -> LayerResult:
+        """A result from the factorization's ``Factors`` (its energy figures) and the oriented factors."""
+        return cls(name, tuple(shape), settings, rank_in, up.shape[1], scale, fac.energy_kept, drift, up, down,
+                   energy_curve=fac.curve, update_sq=fac.total_sq, rank_capped=fac.rank_capped, **kw)
 
     @property
     def method(self) -> str:
@@ -174,7 +259,9 @@ class LayerResult:
         return {
             "shape": list(self.shape), "method": self.method, "rank_in": self.rank_in,
             "rank_out": self.rank_out, "scale": self.scale, **diag,
+            **(self.effect.figures() if self.effect is not None else {}),
             "energy_kept": round(self.energy_kept, 6),
+            **({} if self.rank_capped is None else {"rank_capped": self.rank_capped}),
             "drift": None if self.drift is None or np.isnan(self.drift) else round(self.drift, 6),
             "seconds": round(self.seconds, 4),
             "stages": {k: round(v, 4) for k, v in self.stages.items()},
@@ -184,4 +271,6 @@ class LayerResult:
     def summary(self) -> str:
         """One line of figures for progress output."""
         diag = self.diagnostics.summary() + " " if self.diagnostics is not None else ""
-        return f"{'x'.join(map(str, self.shape))} {diag}energy={self.energy_kept:.3f} {self.seconds:.2f}s"
+        effect = self.effect.summary() + " " if self.effect is not None else ""
+        return (f"{'x'.join(map(str, self.shape))} rank={self.rank_out} {diag}{effect}energy={self.energy_kept:.3f} "
+                f"{self.seconds:.2f}s")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import dtypes, formats, methods
+from . import dtypes, formats, methods, ranks
 from .errors import CasaError
 from .methods.base import MethodParams, with_values
+from .ranks import AutoRank
 
 PRECISIONS = ("auto", "float32", "float64")
 FORMATS = ("same", *formats.WRITERS)
@@ -62,7 +63,7 @@ class TransferSettings:
 @dataclass(frozen=True)
 class RunOptions:
     """How a conversion runs and what it writes (not part of the rule itself)."""
-    rank: int | str | None = None          # None: the input's rank; "full": exact
+    rank: int | str | AutoRank | None = None   # None: the input's rank; "full": exact; AutoRank: per layer
     device: str = "auto"
     precision: str = "auto"
     out_format: str = "same"
@@ -87,14 +88,23 @@ class RunOptions:
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers > 0):
             raise CasaError(f"workers must be a positive whole number, got {self.workers!r}", "e.g. 2",
                             setting="workers", example="2")
-        if self.rank is not None and self.rank != "full" and not (isinstance(self.rank, int) and self.rank > 0):
+        if isinstance(self.rank, AutoRank):
+            self.rank.validate()
+        elif self.rank is not None and self.rank != "full" and not (isinstance(self.rank, int) and self.rank > 0):
             raise CasaError(f"rank must be a positive whole number or 'full', got {self.rank!r}", "e.g. 32",
                             setting="rank", example="32")
         return self
 
 
-def parse_rank(text: str | None):
-    """CLI/GUI text -> rank option (None, 'full' or a positive int)."""
+def parse_rank(text: str | None, max_rank: int | None = None):
+    """CLI/GUI text -> rank option (None, 'full', a positive int, or ``AutoRank`` for ``auto[:FRACTION]``);
+    ``max_rank`` caps an auto rank (and applies to nothing else)."""
+    auto = ranks.parse(text) if text else None
+    if auto is not None:
+        return AutoRank(auto.fraction, max_rank).validate()
+    if max_rank is not None:
+        raise CasaError("a maximum rank applies only to the auto rank", "give the rank as auto or auto:0.9",
+                        setting="max_rank", example=str(max_rank))
     if text is None or text == "" or text == "same":
         return None
     if text == "full":
@@ -102,8 +112,8 @@ def parse_rank(text: str | None):
     try:
         r = int(text)
     except ValueError:
-        raise CasaError(f"rank must be a positive whole number or 'full', got {text!r}", "e.g. 32",
-                        setting="rank", example="32") from None
+        raise CasaError(f"rank must be a positive whole number, 'full' or 'auto[:FRACTION]', got {text!r}",
+                        "e.g. 32", setting="rank", example="32") from None
     if r <= 0:
         raise CasaError(f"rank must be positive, got {r}", "e.g. 32", setting="rank", example="32")
     return r

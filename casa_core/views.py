@@ -77,3 +77,15 @@ def risk_histogram(risk: torch.Tensor, bins: int = 60) -> tuple[np.ndarray, np.n
         return np.zeros(0), np.zeros(1)
     counts, edges = np.histogram(np.log10(r), bins=bins)
     return counts, edges
+
+
+def update_routing(pair, up: torch.Tensor, down: torch.Tensor, max_size: int) -> tuple[np.ndarray, int]:
+    """What written factors (``up`` out x r, ``down`` r x in) apply, in the base's singular basis
+    (U^T D V, rows = outputs), max-abs pooled: any method's update, drawn the way C_casa is, so
+    that two methods can be set side by side. Costs p x p x r, no dense m x n matrix."""
+    dt = pair.sigma.dtype
+    up, down = up.to(pair.sigma.device, dt), down.to(pair.sigma.device, dt)
+    if pair.transposed:                       # the pair works on the transpose: D^T = down^T up^T
+        up, down = down.T, up.T
+    C = pair.left_t(up) @ (down @ pair.V)
+    return pool_maxabs(C.T if pair.transposed else C, max_size)

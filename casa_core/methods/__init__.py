@@ -1,4 +1,5 @@
-"""The registry of transfer methods: ``casa`` (the rule) and ``direct`` (the baseline), and any added.
+"""The registry of transfer methods: ``casa`` (the rule), ``direct`` (the baseline), ``restore``, the
+paper's ablations (``casa-no-clusters``, ``casa-uniform``, ``casa-no-capping``), ``projection``, and any added.
 
 Adding a method is one new module that defines it (see ``methods.base``) and one
 ``register`` call below; the CLI, the GUI and the report find it here.
@@ -48,11 +49,15 @@ def all_params() -> dict[str, ParamInfo]:
 
 
 def _register_builtin() -> None:
+    from .ablations import NoCappingMethod, NoClustersMethod, UniformMethod
     from .casa import CasaMethod
     from .direct import DirectMethod
+    from .projection import ProjectionMethod
+    from .restore import RestoreMethod
 
-    register(CasaMethod())
-    register(DirectMethod())
+    for method in (CasaMethod, DirectMethod, RestoreMethod, NoClustersMethod, UniformMethod, NoCappingMethod,
+                   ProjectionMethod):
+        register(method())
 
 
 _register_builtin()

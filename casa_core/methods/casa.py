@@ -15,26 +15,43 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..arbitration import RULE, Ablation
 from .base import MethodParams, param
 
 if TYPE_CHECKING:
     import torch
 
     from ..factorization import Factors, Operator
-    from ..layers import LayerResult, LoraState, PairState
+    from ..layers import LayerEffect, LayerResult, LoraState, PairState
     from ..views import LayerViews
+
+
+# the rule's parameters, one definition each (the ablations take the ones they still read)
+def tau_param():
+    return param(0.5, "cluster linking threshold: how strongly two routing directions must couple "
+                 "to share a cluster", minimum=0.0, label="τ (tau)")
+
+
+def q_dom_param():
+    return param(0.5, "dominance quantile: clusters above it make their rows and columns dominant",
+                 minimum=0.0, maximum=1.0)
+
+
+def q_act_param():
+    return param(0.85, "capping quantile of the risk score: entries above it are capped", minimum=0.0, maximum=1.0)
+
+
+def energy_param():
+    return param(0.90, "share of a square layer's spectral energy its top directions (the clustered "
+                 "ones) hold", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)
 class CasaParams(MethodParams):
-    tau: float = param(0.5, "cluster linking threshold: how strongly two routing directions must couple "
-                       "to share a cluster", minimum=0.0, label="τ (tau)")
-    q_dom: float = param(0.5, "dominance quantile: clusters above it make their rows and columns dominant",
-                         minimum=0.0, maximum=1.0)
-    q_act: float = param(0.85, "capping quantile of the risk score: entries above it are capped",
-                         minimum=0.0, maximum=1.0)
-    energy: float = param(0.90, "share of a square layer's spectral energy its top directions (the clustered "
-                          "ones) hold", minimum=0.0, maximum=1.0)
+    tau: float = tau_param()
+    q_dom: float = q_dom_param()
+    q_act: float = q_act_param()
+    energy: float = energy_param()
 
 
 @dataclass(frozen=True)
@@ -67,12 +84,18 @@ class CasaAnalysis:
     seconds: float
 
 
+# what a partial analysis was narrowed to: concluding with other values of these needs a full one
+_NARROWED_BY = ("tau", "q_dom", "energy")
+
+
 class CasaMethod:
+    """The rule; an ablation (``methods.ablations``) is this class with one step replaced (``ablation``)."""
     name = "casa"
     title = "cluster-wise spectral arbitration, the rule (default)"
     label = "CASA (spectral arbitration)"
     Params = CasaParams
     uses_models = True
+    ablation: Ablation = RULE
 
     def analyse(self, layer, pair: PairState, params: CasaParams | None, *, spectra: bool = False) -> CasaAnalysis:
         """Steps 2-3 of the rule on top of the pair's basis.
@@ -88,9 +111,11 @@ class CasaMethod:
 
         t0 = time.perf_counter()
         lora = analyse_lora(pair, layer.B, layer.A, layer.scale, spectra=spectra)
-        k = head_size(pair.sigma, True, params.energy) if params is not None and not pair.tall else len(pair.sigma)
+        narrow = params is not None and not pair.tall and not self.ablation.uniform
+        k = head_size(pair.sigma, True, params.energy) if narrow else len(pair.sigma)
         partial = params if k < len(pair.sigma) else None
-        C_fft = _drift_routing_strips(pair, lora.C_lora, k, partial) if partial is not None else pair.c_fft()
+        C_fft = (_drift_routing_strips(pair, lora.C_lora, k, partial, self.ablation) if partial is not None
+                 else pair.c_fft())
         sync(pair.sigma.device)
         return CasaAnalysis(pair, lora, C_fft, partial, pair.seconds + time.perf_counter() - t0)
 
@@ -99,25 +124,24 @@ class CasaMethod:
         """Steps 4-11: clusters, dominance, capping, back-projection and rank-r' factors."""
         from ..arbitration import arbitrate
         from ..compute import sync
-        from ..factorization import factorize
+        from ..factorization import factorize_to
         from ..layers import LayerResult
         from ..spectral import head_size
 
         t0 = time.perf_counter()
         s: CasaParams = settings.params
         part, pair, lora = analysis.partial, analysis.pair, analysis.lora
-        if part is not None and (part.tau, part.q_dom, part.energy) != (s.tau, s.q_dom, s.energy):
+        if part is not None and any(getattr(part, f, None) != getattr(s, f, None) for f in _NARROWED_BY):
             raise ValueError(f"{pair.name} was analysed for other thresholds (tau, q_dom, energy); "
                              "analyse it without parameters to conclude it with any")
-        p = pair.sigma.numel()
         k = head_size(pair.sigma, pair.square, s.energy)
-        arb = arbitrate(lora.C_lora, analysis.C_fft, pair.sigma, k, s)
+        arb = arbitrate(lora.C_lora, analysis.C_fft, pair.sigma, k, s, self.ablation)
         delta = arb.C_casa - (lora.C_lora - analysis.C_fft)
         D = update_operator(pair, lora, analysis.C_fft, delta, arb.rowdom, arb.coldom)
+        effect = _effect(pair, lora, arb, D.drift_removed)
         sync(delta.device)
         t1 = time.perf_counter()
-        r_out = p if rank == "full" else min(p, rank or lora.rank_in)
-        fac = factorize(D, r_out, pair.exact)
+        fac = factorize_to(D, rank, lora.rank_in, pair.exact)
         sync(delta.device)
         t2 = time.perf_counter()
         m, n = pair.shape
@@ -128,10 +152,27 @@ class CasaMethod:
         views = _views(analysis, arb, view_size) if view_size else None
         diag = CasaDiagnostics(k, arb.n_clusters, dom_share, int(arb.capped.sum()), arb.n_candidates,
                                arb.threshold)
-        return LayerResult(pair.name, pair.shape, settings, lora.rank_in, fac.up.shape[1], lora.scale,
-                           fac.energy_kept, pair.drift, up, down, diag, views, pair.solver,
-                           {"spectral": analysis.seconds, "arbitration": t1 - t0, "factorization": t2 - t1,
-                            "views": time.perf_counter() - t2})
+        return LayerResult.of(pair.name, pair.shape, settings, lora.rank_in, lora.scale, pair.drift, fac, up, down,
+                              diagnostics=diag, views=views, solver=pair.solver, effect=effect,
+                              stages={"spectral": analysis.seconds, "arbitration": t1 - t0,
+                                      "factorization": t2 - t1, "views": time.perf_counter() - t2})
+
+
+def _effect(pair: PairState, lora: LoraState, arb, drift_removed: float) -> LayerEffect:
+    """The shares of ||C_lora||^2 the rule restored, capped and reused, and the drift it undid."""
+    import torch
+
+    from ..layers import LayerEffect
+
+    e = lora.C_lora.square()
+    total = float(e.sum())
+    dom = arb.rowdom[:, None] | arb.coldom[None, :]
+    restored = float(torch.where(dom, 0, e).sum())
+    capped = float(torch.where(arb.capped, e, 0).sum())
+    undone = drift_removed / pair.dfft_sq if pair.dfft_sq > 0 else None
+    if total <= 0:
+        return LayerEffect(None, None, None, undone)
+    return LayerEffect(restored / total, capped / total, max(total - restored - capped, 0.0) / total, undone)
 
 
 def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta: torch.Tensor,
@@ -151,14 +192,11 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
     from ..factorization import Operator, sq_norm
 
     U, V, D_fft = pair.U, pair.V, pair.D_fft
-
-    def dot(a, b):
-        return float((a * b).sum())
-
-    BtD = lora.up.T @ D_fft                                    # r x n
-    total = (dot(lora.up.T @ lora.up, lora.down @ lora.down.T) - 2 * dot(BtD, lora.down) + pair.dfft_sq
-             + sq_norm(delta) + 2 * dot(lora.C_lora - C_fft, delta))
-    terms = [(lora.up, lora.down)]
+    terms, restored_sq, BtD = restore_terms(pair, lora.up, lora.down)
+    total = restored_sq + sq_norm(delta) + 2 * _dot(lora.C_lora - C_fft, delta)
+    # <D_lora - D, D_fft> = ||D_fft||^2 - <delta, C_fft> (- ||R_c||^2 on tall layers, below)
+    removed = pair.dfft_sq - _dot(delta, C_fft)
+    terms = terms[:1]       # the LoRA's own term; where -D_fft goes depends on the layer's shape (below)
     n_rows, n_cols = int(rowdom.sum()), int(coldom.sum())
     if pair.X is not None and n_cols:
         Vc = V[:, coldom]
@@ -177,7 +215,8 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
         # R_c = (I - U U^T) D_fft P_c: ||R_c||^2 = <D_fft, R_c> = ||D_fft V_c||^2 - ||X V_c||^2
         rc2 = dvc2 - sq_norm(Xc)
         BtR = (BtD - lora.UtB.T @ pair.X) @ Vc                   # B^T R_c V_c
-        total += 2 * dot(BtR, lora.down @ Vc) - rc2
+        total += 2 * _dot(BtR, lora.down @ Vc) - rc2
+        removed -= rc2
         terms.append(pair.left(*M))
     else:
         terms.append((-D_fft,))
@@ -189,7 +228,20 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
                 terms.append((U[:, ~rowdom] @ delta[~rowdom][:, coldom], V[:, coldom].T))
         elif n_rows or n_cols:
             terms.append(pair.left(delta @ V.T))
-    return Operator(terms, tuple(D_fft.shape), max(total, 0.0))
+    op = Operator(terms, tuple(D_fft.shape), max(total, 0.0))
+    op.drift_removed = removed
+    return op
+
+
+def _dot(a, b) -> float:
+    return float((a * b).sum())
+
+
+def restore_terms(pair: PairState, up: torch.Tensor, down: torch.Tensor):
+    """D_lora - D_fft (where the rule routes like base + LoRA) as Operator terms, its ||.||_F^2, and B^T D_fft."""
+    BtD = up.T @ pair.D_fft                                    # r x n
+    sq = _dot(up.T @ up, down @ down.T) - 2 * _dot(BtD, down) + pair.dfft_sq
+    return [(up, down), (-pair.D_fft,)], sq, BtD
 
 
 def _orient(fac: Factors, transposed: bool):
@@ -197,7 +249,8 @@ def _orient(fac: Factors, transposed: bool):
     return up.contiguous().cpu(), down.contiguous().cpu()
 
 
-def _drift_routing_strips(pair: PairState, C_lora: torch.Tensor, k: int, params: CasaParams) -> torch.Tensor:
+def _drift_routing_strips(pair: PairState, C_lora: torch.Tensor, k: int, params: CasaParams,
+                          ablation: Ablation = RULE) -> torch.Tensor:
     """C_fft of a square layer where the rule reads it, zero elsewhere: rows < k in full
     (clusters, dominance, dominant rows), then the rows >= k of the dominant columns."""
     import torch
@@ -206,7 +259,7 @@ def _drift_routing_strips(pair: PairState, C_lora: torch.Tensor, k: int, params:
 
     C_fft = torch.zeros_like(C_lora)
     C_fft[:k] = pair.c_fft_rows(k)
-    coldom = dominance(C_lora[:k, :k], C_fft[:k, :k], pair.sigma[:k], params)[4]
+    coldom = dominance(C_lora[:k, :k], C_fft[:k, :k], pair.sigma[:k], params, ablation)[4]
     cols = coldom.nonzero().squeeze(1)
     if cols.numel():
         C_fft[k:, cols] = pair.tail_routing(k, cols)

@@ -24,15 +24,16 @@ class DirectMethod:
         return layer
 
     def conclude(self, layer: LayerInput, settings, rank: int | str | None, view_size: int | None = None):
-        from ..factorization import factorize_lowrank
-        from ..layers import LayerResult
+        from ..factorization import factorize_lowrank_to
+        from ..layers import LayerEffect, LayerResult
 
         t0 = time.perf_counter()
         Bm = layer.B.reshape(layer.B.shape[0], -1).double() * layer.scale
         Am = layer.A.reshape(layer.A.shape[0], -1).double()
         r_in = Am.shape[0]
         m, n = Bm.shape[0], Am.shape[1]
-        r_out = min(m, n) if rank == "full" else (rank or r_in)
-        fac = factorize_lowrank(Bm, Am, r_out)
-        return LayerResult(layer.name, (m, n), settings, r_in, fac.up.shape[1], layer.scale, fac.energy_kept,
-                           None, fac.up, fac.down, stages={"factorization": time.perf_counter() - t0})
+        fac = factorize_lowrank_to(Bm, Am, rank, r_in)
+        # the LoRA reused everywhere, on top of the drift, which it leaves as it is
+        effect = LayerEffect(0.0, 0.0, 1.0, 0.0)
+        return LayerResult.of(layer.name, (m, n), settings, r_in, layer.scale, None, fac, fac.up, fac.down,
+                              effect=effect, stages={"factorization": time.perf_counter() - t0})
