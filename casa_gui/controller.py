@@ -123,6 +123,7 @@ class Controller(QObject):
     overrides_changed = Signal(object)  # {module: TransferSettings}
     layer_changed = Signal(object)      # LayerInfo of the selected layer
     overview_changed = Signal(object)   # (modules, results, drift)
+    compared_changed = Signal(object)   # (modules, {method: {module: LayerResult}})
     progress = Signal(int, int, float)  # done, total, eta seconds (< 0: starting)
     run_note = Signal(str)              # 'done in 1.2 s', 'cancelled', 'failed'
     message = Signal(str, str)          # kind ('error' | 'info' | '': hide), text
@@ -279,6 +280,39 @@ class Controller(QObject):
                     item=self._on_result, progress=lambda _t, *a: self.progress.emit(*a), ok=self._on_run_succeeded,
                     cancelled=self._on_run_cancelled, failed=self._on_run_failed)
         return True
+
+    def start_compare(self, names: list[str]) -> bool:
+        """Convert every layer with each of ``names`` in one pass, for the Compare page (nothing is written)."""
+        if self.session.plan is None:
+            self.message.emit("error", "Pick the three sources first; the layer table shows what will transfer.")
+            return False
+        if not self._preempt():
+            self.message.emit("error", "A job is already running.")
+            return False
+        try:
+            settings = [self.state.settings.with_(method=n).validate() for n in names]
+            options = replace(self.session.options(self.state.run_options()), overrides={})
+        except CasaError as exc:
+            self.message.emit("error", str(exc))
+            return False
+        self.message.emit("", "")
+        self.session.compared = {n: {} for n in names}
+        n = len(self.session.plan.layers)
+        self.progress.emit(0, n, -1.0)
+        log.info("comparing %s on %d layers", ", ".join(names), n)
+        self._start(Job("comparison", jobs.compare_job(self.session.conversion, settings, options), total=n),
+                    None, item=self._on_compared, progress=lambda _t, *a: self.progress.emit(*a),
+                    ok=self._on_compare_done, cancelled=self._on_compare_done, failed=self._on_run_failed)
+        return True
+
+    def _on_compared(self, _task: Task, by_method) -> None:
+        for method, res in by_method.items():
+            self.session.compared.setdefault(method, {})[res.name] = res
+
+    def _on_compare_done(self, _task: Task) -> None:
+        plan = self.session.plan
+        self.run_note.emit(f"compared {', '.join(self.session.compared)}")
+        self.compared_changed.emit(([lp.module for lp in plan.layers] if plan else [], self.session.compared))
 
     def _on_result(self, _task: Task, res) -> None:
         self.session.results[res.name] = res

@@ -11,15 +11,22 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 from .params_form import describe
 
 COLUMNS = ("Layer", "Shape", "Rank", "Scale", "Drift", "Status", "k", "Clusters", "Dominant", "Capped",
-           "Energy kept", "Override")
+           "Restored", "Capped share", "Reused", "Drift undone", "Energy kept", "Override")
 TIPS = {
     "Drift": "relative distillation drift ||W_t - W_s|| / ||W_s||",
     "k": "spectral head size (directions that carry the energy)",
     "Clusters": "clusters among the top-k routing directions",
     "Dominant": "share of the routing grid in dominant rows or columns",
     "Capped": "entries whose magnitude the rule capped",
-    "Energy kept": "energy of the update kept by the output rank",
+    "Energy kept": "energy of the update kept by the output rank (* : the auto rank hit its cap first)",
+    "Restored": "share of the LoRA's routing energy routed like base + LoRA (the drift taken out there)",
+    "Capped share": "share of the LoRA's routing energy in capped entries",
+    "Reused": "share of the LoRA's routing energy reused as it is on top of the drift",
+    "Drift undone": "how much of the distillation drift the update takes back: 1 undoes it all, 0 keeps it",
 }
+# columns that show what the converted layer does (LayerResult.effect): attribute, format
+EFFECT_COLUMNS = {"Restored": ("restored_share", ".2f"), "Capped share": ("capped_share", ".2f"),
+                  "Reused": ("reused_share", ".2f"), "Drift undone": ("drift_undone", ".3f")}
 # columns that show a method's per-layer figures: (name in the run report, format)
 DIAGNOSTIC_COLUMNS = {"k": ("k", "d"), "Clusters": ("clusters", "d"), "Dominant": ("dominant_share", ".2f"),
                       "Capped": ("capped", "d")}
@@ -144,7 +151,10 @@ class LayerModel(QAbstractTableModel):
         if res is None:
             return ""
         if col == "Energy kept":
-            return _f(res.energy_kept, ".3f")
+            return _f(res.energy_kept, ".3f") + ("*" if res.rank_capped else "")
+        if col in EFFECT_COLUMNS:
+            attr, fmt = EFFECT_COLUMNS[col]
+            return "" if res.effect is None else _f(getattr(res.effect, attr), fmt)
         # the method's own figures, by their report names (blank where a method has none)
         fig = res.diagnostics.figures() if res.diagnostics is not None else {}
         key, fmt = DIAGNOSTIC_COLUMNS.get(col, (None, ""))
@@ -177,7 +187,7 @@ class LayerTable(QTableView):
         # room for the figures that arrive later (drift, then the run's columns)
         digits = self.fontMetrics().horizontalAdvance("0.00000") + 12
         for col, name in enumerate(COLUMNS):
-            if name in ("Drift", "Dominant", "Energy kept", "Capped", "Clusters"):
+            if name in ("Drift", "Dominant", "Energy kept", "Capped", "Clusters", *EFFECT_COLUMNS):
                 self.setColumnWidth(col, max(self.columnWidth(col), digits))
         self.setColumnWidth(0, max(self.columnWidth(0), 200))
         self.setColumnWidth(5, min(max(self.columnWidth(5), 110), 260))

@@ -127,6 +127,8 @@ class MainWindow(QMainWindow):
         ctl.layer_changed.connect(self.tabs.show_layer)
         ctl.layer_changed.connect(self.override.show_layer)
         ctl.overview_changed.connect(self.tabs.show_overview)
+        ctl.compared_changed.connect(self.tabs.show_compared)
+        self.tabs.compare.compare_requested.connect(ctl.start_compare)
         ctl.progress.connect(self.convert.show_progress)
         ctl.run_note.connect(self.convert.eta.setText)
         ctl.exporting.connect(self.export.remember_folder)

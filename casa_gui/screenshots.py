@@ -7,7 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-SHOTS = ("main-window", "heatmap-topk", "heatmap-full", "cluster-map", "spectra", "risk-histogram", "overview")
+SHOTS = ("main-window", "heatmap-topk", "heatmap-full", "cluster-map", "spectra", "risk-histogram", "overview",
+         "rank", "compare")
 
 
 def make_screenshots(folder, layer: str = "blocks.0.cross_attn.o", theme_name: str = "light", scale: str | None = None):
@@ -63,9 +64,16 @@ def make_screenshots(folder, layer: str = "blocks.0.cross_attn.o", theme_name: s
         save(win.tabs, "heatmap-full")
         win.heatmap.set_region("top")
         for page, name in ((win.clusters, "cluster-map"), (win.spectra, "spectra"), (win.risk, "risk-histogram"),
-                           (win.overview, "overview")):
+                           (win.overview, "overview"), (win.tabs.rank, "rank")):
             win.tabs.setCurrentWidget(page)
             save(win.tabs, name)
+        compare = win.tabs.compare
+        compare.first.setCurrentIndex(compare.first.findData("casa"))
+        compare.second.setCurrentIndex(compare.second.findData("restore"))
+        win.tabs.setCurrentWidget(compare)
+        ctl.start_compare(compare.chosen())
+        wait_until(app, lambda: not ctl.runner.busy and bool(ctl.session.compared.get("restore")), 120)
+        save(win.tabs, "compare")
         win.tabs.setCurrentWidget(win.heatmap)
     finally:
         win.close()

@@ -60,6 +60,7 @@ class Session:
     run_settings: TransferSettings | None = None                # what ``results`` were computed with
     run_options: RunOptions | None = None
     run_seconds: float | None = None                            # how long that run took
+    compared: dict = field(default_factory=dict)                # method -> module -> LayerResult (Compare)
 
     @property
     def plan(self):
@@ -70,6 +71,7 @@ class Session:
         self.drift.clear()
         self.results.clear()
         self.overrides.clear()
+        self.compared.clear()
         self.run_settings = self.run_options = self.run_seconds = None
 
     @property
@@ -119,6 +121,13 @@ def inspect_job(base: str, target: str, lora: str, layers: str | None = None):
 def convert_job(conv: Conversion, settings: TransferSettings, options: RunOptions):
     def run(cancel: threading.Event) -> Iterator:
         yield from conv.layers(settings, options, cancel)
+    return run
+
+
+def compare_job(conv: Conversion, settings: list[TransferSettings], options: RunOptions):
+    """Several methods in one pass (each layer decomposed once): yields {method: LayerResult} per layer."""
+    def run(cancel: threading.Event) -> Iterator:
+        yield from conv.compare_layers(settings, options, cancel)
     return run
 
 

@@ -9,15 +9,17 @@ from PySide6.QtWidgets import QTabWidget
 
 from .overview import OverviewView
 from .plots.clusters import ClusterView
+from .plots.compare import CompareView
 from .plots.heatmap import HeatmapView
+from .plots.rank import RankView
 from .plots.risk import RiskView
 from .plots.spectra import SpectraView
 
 log = logging.getLogger("casa_gui")
 
 TABS = (("routing", "Routing"), ("clusters", "Clusters"), ("spectra", "Spectra"), ("risk", "Risk"),
-        ("overview", "Overview"))
-LAYER_PAGES = ("routing", "clusters", "spectra", "risk")
+        ("rank", "Rank"), ("overview", "Overview"), ("compare", "Compare"))
+LAYER_PAGES = ("routing", "clusters", "spectra", "risk", "rank")
 
 
 class ViewTabs(QTabWidget):
@@ -31,12 +33,15 @@ class ViewTabs(QTabWidget):
         self.spectra = SpectraView()
         self.risk = RiskView()
         self.overview = OverviewView()
+        self.rank = RankView()
+        self.compare = CompareView()
         self.pages = {"routing": self.heatmap, "clusters": self.clusters, "spectra": self.spectra,
-                      "risk": self.risk, "overview": self.overview}
+                      "risk": self.risk, "rank": self.rank, "overview": self.overview, "compare": self.compare}
         for key, label in TABS:
             self.addTab(self.pages[key], label)
         self.overview.layer_clicked.connect(state.select)
         state.selected_changed.connect(self.overview.select)
+        state.selected_changed.connect(self.compare.set_selected)
 
     def show_layer(self, info) -> None:
         """Draw the selected layer (a controller.LayerInfo) on every layer page."""
@@ -46,6 +51,12 @@ class ViewTabs(QTabWidget):
     def show_overview(self, data) -> None:
         modules, results, drift = data
         self.overview.set_data(modules, results, drift, self.state.selected)
+        self.rank.set_results([results[m] for m in modules if m in results])
+
+    def show_compared(self, data) -> None:
+        modules, compared = data
+        self.compare.set_compared(modules, compared)
+        self.compare.set_selected(self.state.selected)
 
     def restyle(self) -> None:
         for page in self.pages.values():
