@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 
 from . import theme
-from .plots.common import PlotPage, png_export
+from .plots.common import PlotPage, figure, png_export
 
 CHARTS = (("dominant_share", "Dominant share"), ("n_capped", "Capped entries"), ("drift", "Drift"),
           ("energy_kept", "Energy kept by the rank"))
@@ -54,9 +54,15 @@ class OverviewView(PlotPage):
             return
         self.show_view()
         nan = float("nan")
+
+        def fig(m, name):   # a method's figure by its report name (the diagnostics are typed per method)
+            res = results.get(m)
+            v = figure(res, name) if res is not None else None
+            return nan if v is None else v
+
         self.values = {
-            "dominant_share": np.array([getattr(results.get(m), "dominant_share", nan) for m in modules], float),
-            "n_capped": np.array([getattr(results.get(m), "n_capped", nan) for m in modules], float),
+            "dominant_share": np.array([fig(m, "dominant_share") for m in modules], float),
+            "n_capped": np.array([fig(m, "capped") for m in modules], float),
             "drift": np.array([drift.get(m, getattr(results.get(m), "drift", nan)) for m in modules], float),
             "energy_kept": np.array([getattr(results.get(m), "energy_kept", nan) for m in modules], float),
         }

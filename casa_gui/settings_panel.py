@@ -19,8 +19,9 @@ from casa_core.api import PRECISIONS, CasaError, TransferSettings
 from .devices import list_devices
 from .params_form import ParamsForm, method_combo
 
-RANKS = ("same", "4", "8", "16", "32", "64", "128", "full")
-RANK_TIP = "output rank: 'same' keeps the LoRA's rank, 'full' is exact (large files)"
+RANKS = ("same", "4", "8", "16", "32", "64", "128", "full", "auto:0.9", "auto:0.95")
+RANK_TIP = ("output rank: 'same' keeps the LoRA's rank, 'full' is exact (large files), 'auto:0.9' picks per layer "
+            "the smallest rank keeping 90% of the update (at most 4x the LoRA's rank; the Rank page shows the curve)")
 
 
 def rank_combo(value: str) -> QComboBox:
