@@ -14,8 +14,9 @@ from scipy.sparse.csgraph import connected_components
 
 
 def naive_update(Ws, Wt, B, A, scale, tau=0.5, q_dom=0.5, q_act=0.85, energy=0.90, rank=None,
-                 dtype=torch.float32):
-    """Dense D_casa (and its rank-``rank`` approximation when rank is given) for one layer."""
+                 dtype=torch.float32, singleton_clusters=False, uniform=False, no_capping=False):
+    """Dense D_casa (and its rank-``rank`` approximation when rank is given) for one layer; the flags
+    are the paper's ablations (docs/method.md, "Other methods"), each replacing one step."""
     Ws, Wt, B, A = (x.to(dtype) for x in (Ws, Wt, B, A))
     m, n = Ws.shape
     p = min(m, n)
@@ -33,6 +34,8 @@ def naive_update(Ws, Wt, B, A, scale, tau=0.5, q_dom=0.5, q_act=0.85, energy=0.9
     R = Cl[:k, :k].abs() / ((S[:k, None] - S[None, :k]).abs() + 1e-6)
     R.fill_diagonal_(0)
     n_c, lab = connected_components(((R > tau) | (R.T > tau)).cpu().numpy(), directed=False)
+    if singleton_clusters:
+        n_c, lab = k, np.arange(k)
     lab = torch.from_numpy(lab.astype(np.int64)).to(Ws.device)
     onehot = torch.nn.functional.one_hot(lab, n_c).to(dtype)
     size = onehot.sum(0)
@@ -43,6 +46,8 @@ def naive_update(Ws, Wt, B, A, scale, tau=0.5, q_dom=0.5, q_act=0.85, energy=0.9
     rowdom[:k] = (recv >= torch.quantile(recv, q_dom))[lab]
     coldom[:k] = (send >= torch.quantile(send, q_dom))[lab]
     dom = rowdom[:, None] | coldom[None, :]
+    if uniform:
+        dom = torch.ones(m, n, dtype=torch.bool, device=Ws.device)
     num = onehot.T @ (Cl[:k, :k] * Cf[:k, :k]) @ onehot
     nl = (onehot.T @ Cl[:k, :k] ** 2 @ onehot).sqrt()
     nf = (onehot.T @ Cf[:k, :k] ** 2 @ onehot).sqrt()
@@ -53,7 +58,7 @@ def naive_update(Ws, Wt, B, A, scale, tau=0.5, q_dom=0.5, q_act=0.85, energy=0.9
     inside[:p, :p] = True
     cand = dom & (torch.sign(Cl) == torch.sign(Cf)) & inside
     vals = risk[cand]
-    if vals.numel() == 0:
+    if vals.numel() == 0 or no_capping:
         capped = torch.zeros_like(cand)
     else:
         if vals.numel() > 16_000_000:  # torch.quantile's size limit

@@ -262,8 +262,15 @@ def _compare(args, settings, options) -> int:
     conv = _sources(args)
     stem = Path(conv.plan.lora.path).stem
     outputs = {s.method: folder / f"{stem}.{s.method}.safetensors" for s in settings}
+    if folder.exists() and not folder.is_dir():
+        raise CasaError(f"{folder} is a file; with several methods the output is a folder that gets one file "
+                        "per method", "give a folder, e.g. out/")
     made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CasaError(f"cannot make the output folder {folder}: {exc.strerror or exc}",
+                        "give a folder you can write to") from None
     cancel = threading.Event()
     progress = _Progress(len(conv.plan.layers), args.quiet)
     try:

@@ -250,3 +250,24 @@ def test_a_failed_comparison_leaves_nothing(tmp_path, capsys):
     code = cli.main(["convert", "--demo", "--method", "casa,direct", "--device", "cpu", "-q", "-o", str(out) + "/",
                      "--report", str(d["lora"])])
     assert code == 2 and not out.exists()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("method,flag", [("casa-no-clusters", "singleton_clusters"), ("casa-uniform", "uniform"),
+                                         ("casa-no-capping", "no_capping")])
+def test_ablations_match_the_straightforward_dense_rule(shape, method, flag):
+    """Against benchmarks/naive.py (full square SVD factors, dense m x n grids) with the ablation's flag."""
+    from benchmarks.naive import naive_update
+
+    Ws, Wt, B, A = _layer(9, *shape)
+    want = naive_update(Ws, Wt, B, A, 0.5, dtype=torch.float64, **{flag: True})
+    got = _dense(_run(method, Ws, Wt, B, A))
+    assert torch.allclose(got, want, atol=1e-10 * float(want.abs().max()))
+    assert not torch.allclose(got, naive_update(Ws, Wt, B, A, 0.5, dtype=torch.float64), atol=1e-8)
+
+
+def test_several_methods_want_an_output_folder(tmp_path, capsys):
+    f = tmp_path / "file.safetensors"
+    f.write_bytes(b"x")
+    code = cli.main(["convert", "--demo", "--method", "casa,direct", "--device", "cpu", "-q", "-o", str(f)])
+    assert code == 2 and "is a file" in capsys.readouterr().err and f.read_bytes() == b"x"
