@@ -7,19 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .ablation import RULE, Ablation
 from .clusters import cluster_labels
 from .spectral import quantile
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """Which step of the rule an ablation replaces (docs/method.md, "Other methods"); all False: CASA."""
-    singleton_clusters: bool = False   # step 4: every top index a cluster of its own
-    uniform: bool = False              # step 6: the whole grid dominant
-    no_capping: bool = False           # step 8: nothing capped
-
-
-RULE = Ablation()
 
 
 @dataclass

@@ -283,7 +283,6 @@ class Conversion:
             rep.write(report)
         return rep
 
-
     def _slim(self, options: RunOptions) -> Callable[[LayerResult], None]:
         """What a run that writes a file keeps of a result: the factors in the written dtype, no views."""
         from .export import factor_dtype

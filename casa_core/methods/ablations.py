@@ -1,6 +1,6 @@
 """The paper's ablations of CASA: the rule with one step replaced (docs/method.md, "Other methods").
 
-Each is ``CasaMethod`` with an ``arbitration.Ablation`` naming the step, and the parameters it
+Each is ``CasaMethod`` with an ``ablation.Ablation`` naming the step, and the parameters it
 still reads: the rule's code runs unchanged everywhere else.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..arbitration import Ablation
+from ..ablation import Ablation
 from .base import MethodParams
 from .casa import CasaMethod, energy_param, q_act_param, q_dom_param, tau_param
 

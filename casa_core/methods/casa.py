@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..arbitration import RULE, Ablation
+from ..ablation import RULE, Ablation
 from .base import MethodParams, param
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from casa_core import cli, layers, methods
-from casa_core.arbitration import Ablation, arbitrate
+from casa_core.ablation import Ablation
+from casa_core.arbitration import arbitrate
 from casa_core.conversion import Conversion, analyse_layer
 from casa_core.ranks import AutoRank
 from casa_core.resources import demo_inputs
