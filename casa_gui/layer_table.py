@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 from .params_form import describe
 
 COLUMNS = ("Layer", "Shape", "Rank", "Scale", "Drift", "Status", "k", "Clusters", "Dominant", "Capped",
-           "Restored", "Capped share", "Reused", "Drift undone", "Energy kept", "Override")
+           "Energy kept", "Override", "Restored", "Capped share", "Reused", "Drift undone")
 TIPS = {
     "Drift": "relative distillation drift ||W_t - W_s|| / ||W_s||",
     "k": "spectral head size (directions that carry the energy)",

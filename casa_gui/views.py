@@ -69,7 +69,7 @@ class ViewTabs(QTabWidget):
         stem = (self.state.selected or "model").replace("/", "_")
         out = []
         for key, page in self.pages.items():
-            if page.showing_view:
+            if page.showing_view and getattr(page, "has_figures", True):
                 name = "overview" if key == "overview" else f"{stem}-{key}"
                 out.append(page.export_png(folder / f"{name}.png"))
         log.info("wrote %d plots to %s", len(out), folder)

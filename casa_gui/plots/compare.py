@@ -76,6 +76,11 @@ class CompareView(PlotPage):
         self.modules: list[str] = []
         self.selected: str | None = None
 
+    @property
+    def has_figures(self) -> bool:
+        """Whether there is a comparison to draw (the page always shows its controls)."""
+        return bool(self.compared)
+
     def chosen(self) -> list[str]:
         a, b = self.first.currentData(), self.second.currentData()
         return [a] if a == b else [a, b]

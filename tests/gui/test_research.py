@@ -55,3 +55,4 @@ def test_two_methods_side_by_side(converted, qtbot, tmp_path):
     # the conversion's own results (the table) are untouched by a comparison
     assert w.controller.session.results[module].method == "casa"
     assert page.export_png(tmp_path / "compare.png").stat().st_size > 0
+    assert any(p.name.endswith("-compare.png") for p in w.tabs.export_plots(tmp_path / "plots"))
