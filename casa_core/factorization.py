@@ -160,7 +160,8 @@ def _randomized(op: Operator, rank: int, total_sq: float) -> Factors:
             break
         last, gain = captured, (captured - last if last >= 0 else -1.0)
         Q = _orth(op.mm(_orth(Y)))
-    return _split(Q @ Uh[:, :rank], S[:rank], Vh[:rank].T, total_sq, S)
+    # (the curve stops at ``rank``: the range finder converges for the leading ``rank`` values only)
+    return _split(Q @ Uh[:, :rank], S[:rank], Vh[:rank].T, total_sq)
 
 
 def _converged(gain: float, previous: float, left_out: float) -> bool:

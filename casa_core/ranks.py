@@ -85,6 +85,30 @@ def rank_for(curve: np.ndarray | None, fraction: float, r_in: int, cap: int | No
     return None if hit.size == 0 else max(r_in, int(hit[0]) + 1)
 
 
+def upper_bound(curve: np.ndarray, upto: int) -> np.ndarray:
+    """Shares for ranks 1..``upto`` where the curve stops early (a randomized factorization knows only
+    its leading singular values): beyond its end no singular value exceeds the last one found, so the
+    share grows by at most that one's share per rank. A cheap bound from above (up to the accuracy of the
+    values found, 0.1% for the randomized factorization); the curve itself bounds the true share from below."""
+    c = np.asarray(curve, dtype=np.float64)
+    if len(c) >= upto or len(c) == 0:
+        return c[:upto]
+    step = c[-1] - (c[-2] if len(c) > 1 else 0.0)
+    more = np.minimum(c[-1] + step * np.arange(1, upto - len(c) + 1), 1.0)
+    return np.concatenate([c, more])
+
+
+def rank_at_least(curve: np.ndarray | None, fraction: float, r_in: int, p: int) -> int | None:
+    """The smallest rank that could keep ``fraction`` (exact where the curve is known, from
+    ``upper_bound`` beyond it); None without a curve."""
+    if curve is None:
+        return None
+    exact = rank_for(curve, fraction, r_in)
+    if exact is not None or len(curve) >= p:
+        return exact
+    return rank_for(upper_bound(curve, p), fraction, r_in)
+
+
 def model_curve(results, max_rank: int) -> tuple[np.ndarray, np.ndarray]:
     """(ranks 1..max_rank, share of the whole model's ``sum ||D||_F^2`` kept with that rank on every layer)."""
     ranks = np.arange(1, max_rank + 1)
@@ -100,19 +124,26 @@ def model_curve(results, max_rank: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def size_for(results, fraction: float, bytes_per_value: int, cap_factor: int = CAP_FACTOR):
-    """(rank per layer, bytes of the factors, layers that cannot reach ``fraction`` within the cap)
-    if every layer took the auto rank for ``fraction`` (None where a layer's curve is unknown)."""
-    ranks, total, short = {}, 0, []
+    """(rank per layer, bytes of the factors, layers short of ``fraction`` at the cap, layers whose rank is
+    a lower bound) if every layer took the auto rank for ``fraction``: where a layer's curve stops before
+    its cap, its rank is the least ``upper_bound`` allows."""
+    ranks, total, short, bounded = {}, 0, [], []
     for r in results:
+        if r.energy_curve is None:
+            continue
         m, n = r.shape
-        cap = min(min(m, n), cap_factor * r.rank_in)
+        p = min(m, n)
+        cap = min(p, cap_factor * r.rank_in)
         k = rank_for(r.energy_curve, fraction, r.rank_in, cap)
-        if k is None:
+        if k is None and len(r.energy_curve) < cap:
+            k = rank_at_least(r.energy_curve, fraction, r.rank_in, p)
+            bounded.append(r.name)
+        if k is None or k > cap:
             short.append(r.name)
             k = cap
         ranks[r.name] = k
         total += k * (m + n) * bytes_per_value
-    return ranks, total, short
+    return ranks, total, short, bounded
 
 
 def parse(text: str):

@@ -69,26 +69,36 @@ class RankView(PlotPage):
             curve = res.energy_curve
             x = np.arange(1, len(curve) + 1)
             self.layer_plot.plot(x, curve, pen=pg.mkPen(c.base, width=2))
+            p = min(res.shape)
+            if len(curve) < p:    # a randomized factorization knew only the leading values: a bound beyond
+                bound = ranks.upper_bound(curve, p)
+                self.layer_plot.plot(np.arange(len(curve), p + 1), bound[len(curve) - 1:],
+                                     pen=pg.mkPen(c.base, width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
             self.layer_plot.addItem(pg.InfiniteLine(pos=res.rank_out, angle=90, pen=line,
                                                     label=f"written {res.rank_out}",
                                                     labelOpts={"position": 0.1, "color": c.accent}))
             self.layer_plot.addItem(pg.InfiniteLine(pos=f, angle=0, pen=line))
             need = ranks.rank_for(curve, f, res.rank_in)
+            least = ranks.rank_at_least(curve, f, res.rank_in, min(res.shape))
             self.layer_plot.setTitle(f"{res.name}: energy kept by rank (keeps {res.energy_kept:.3f} at "
-                                     f"{res.rank_out})", size="9pt", justify="left")
+                                     f"{res.rank_out}; dashed: a bound where only the leading values are known)",
+                                     size="9pt", justify="left")
             parts.append(f"{res.name} needs rank {need}" if need is not None
-                         else f"{res.name}: more than rank {len(curve)}")
+                         else f"{res.name} needs rank {least} or more" if least is not None
+                         else f"{res.name}: not reachable")
         self.model_plot.clear()
         if self.results:
             top = max(len(r.energy_curve) for r in self.results)
             xs, kept = ranks.model_curve(self.results, top)
             self.model_plot.plot(xs, kept, pen=pg.mkPen(c.target, width=2))
             self.model_plot.addItem(pg.InfiniteLine(pos=f, angle=0, pen=line))
-            per, size, short = ranks.size_for(self.results, f, BYTES_PER_VALUE)
+            per, size, short, bounded = ranks.size_for(self.results, f, BYTES_PER_VALUE)
             text = (f"every layer at its auto rank for {f:g}: ranks {min(per.values())} to {max(per.values())}, "
-                    f"{size / 1e6:.1f} MB in 16-bit")
+                    f"{'at least ' if bounded else ''}{size / 1e6:.1f} MB in 16-bit")
             if short:
                 text += f"; {len(short)} layers stay short of it at 4x their rank"
+            if bounded:
+                text += f"; {len(bounded)} layers' ranks are lower bounds"
             parts.append(text)
         self.needs.setText("; ".join(parts))
 

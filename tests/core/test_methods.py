@@ -272,3 +272,28 @@ def test_several_methods_want_an_output_folder(tmp_path, capsys):
     f.write_bytes(b"x")
     code = cli.main(["convert", "--demo", "--method", "casa,direct", "--device", "cpu", "-q", "-o", str(f)])
     assert code == 2 and "is a file" in capsys.readouterr().err and f.read_bytes() == b"x"
+
+
+def test_the_energy_curve_and_its_bound_where_only_the_leading_values_are_known():
+    """A randomized factorization knows its leading singular values only: the curve it gives is below
+    the true one, and ranks.upper_bound above it, so rank_at_least never asks for more than is needed."""
+    from casa_core import ranks
+    from casa_core.factorization import factorize
+
+    g = torch.Generator().manual_seed(11)
+    m, n = 700, 500
+    q1, _ = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    D = (q1 * torch.arange(1, n + 1, dtype=torch.float64) ** -0.4) @ q2.T
+    fac = factorize(D.float(), 32, exact=False)
+    s2 = torch.linalg.svdvals(D) ** 2
+    true = (torch.cumsum(s2, 0) / s2.sum()).numpy()
+    known = fac.curve
+    # (the randomized factorization is held to 0.1% of the optimum, so is its curve)
+    assert len(known) == 32 and (abs(known - true[:32]) < 1e-3).all()
+    bound = ranks.upper_bound(known, n)
+    assert len(bound) == n and (bound >= true - 1e-3).all() and bound[-1] <= 1.0
+    for f in (0.5, 0.8, 0.95):
+        need = int((true < f).sum()) + 1
+        least = ranks.rank_at_least(known, f, 4, n)
+        assert least is not None and least <= need
