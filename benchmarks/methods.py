@@ -70,8 +70,8 @@ def main(argv=None) -> int:
             return "-" if v is None else f"{v:.3f}"
 
         print(f"{row['method']:<18} {min(kept):>8.3f} {statistics.median(kept):>7.3f} {max(kept):>6.3f} "
-              f"{f(row['energy_kept']):>6} {f(row['restored_share']):>9} {f(row['capped_share']):>7} "
-              f"{f(row['reused_share']):>7} {f(row['drift_undone']):>7}")
+              f"{f(row['energy_kept']):>6} {f(row['lora_restored_share']):>9} {f(row['lora_capped_share']):>7} "
+              f"{f(row['lora_reused_share']):>7} {f(row['drift_undone']):>7}")
     res = list(conv.results.values())
     ranks = sorted(r.rank_out for r in res)
     print(f"casa --rank auto:{args.fraction:g}: ranks {ranks[0]} to {ranks[-1]} (median {statistics.median(ranks):g}), "

@@ -235,7 +235,7 @@ def _model_line(fig: dict) -> str:
         return "-" if fig.get(key) is None else f"{fig[key]:.3f}"
 
     return (f"model-wide: energy kept {f('energy_kept')} (min {f('min_energy_kept')}), LoRA routing restored "
-            f"{f('restored_share')} / capped {f('capped_share')} / reused {f('reused_share')}, "
+            f"{f('lora_restored_share')} / capped {f('lora_capped_share')} / reused {f('lora_reused_share')}, "
             f"drift undone {f('drift_undone')}")
 
 
@@ -301,8 +301,9 @@ def _print_summary(rows, file=None) -> None:
          f"{'rank':>6} {'MB':>8}", file=file)
     for r in rows:
         size = f(r["bytes"] / 1e6, ".2f") if r.get("bytes") is not None else "-"
-        _say(f"  {r['method']:<18} {f(r['energy_kept']):>11} {f(r['restored_share']):>9} {f(r['capped_share']):>7} "
-             f"{f(r['reused_share']):>7} {f(r['drift_undone']):>12} {r['rank_out_total']:>6} {size:>8}", file=file)
+        _say(f"  {r['method']:<18} {f(r['energy_kept']):>11} {f(r['lora_restored_share']):>9} "
+             f"{f(r['lora_capped_share']):>7} {f(r['lora_reused_share']):>7} {f(r['drift_undone']):>12} "
+             f"{r['rank_out_total']:>6} {size:>8}", file=file)
 
 
 def cmd_figures(args) -> int:
@@ -328,8 +329,9 @@ def cmd_figures(args) -> int:
              f"{'drift undone':>12}")
         for name, fig in rep["layers"].items():
             rank = f"{fig.get('rank_in')}->{fig.get('rank_out')}" + ("*" if fig.get("rank_capped") else "")
-            _say(f"  {name:<28} {rank:>9} {f(fig.get('energy_kept')):>11} {f(fig.get('restored_share')):>9} "
-                 f"{f(fig.get('capped_share')):>7} {f(fig.get('reused_share')):>7} {f(fig.get('drift_undone')):>12}")
+            _say(f"  {name:<28} {rank:>9} {f(fig.get('energy_kept')):>11} {f(fig.get('lora_restored_share')):>9} "
+                 f"{f(fig.get('lora_capped_share')):>7} {f(fig.get('lora_reused_share')):>7} "
+                 f"{f(fig.get('drift_undone')):>12}")
         if rep.get("model"):
             _say("  " + _model_line(rep["model"]))
         if any(fig.get("rank_capped") for fig in rep["layers"].values()):

@@ -194,25 +194,24 @@ class LayerEffect:
     layer does"). The shares split the LoRA's routing energy ``||C_lora||_F^2`` (its update in the base's
     singular basis, the p x p grid) by what the method did with each entry; they add up to 1, and are
     None where a method makes no such split (``projection``)."""
-    restored_share: float | None   # routed like base + LoRA: the drift taken out there, the LoRA as it was
-    capped_share: float | None     # capped at the larger of LoRA and drift
-    reused_share: float | None     # the LoRA reused on top of the drift
-    drift_undone: float | None     # <D_lora - D, D_fft> / ||D_fft||_F^2: 1 undoes the distillation, 0 keeps it
-                                   # (None when the target equals the base)
+    lora_restored_share: float | None   # routed like base + LoRA: the drift taken out there, the LoRA as it was
+    lora_capped_share: float | None     # capped at the larger of LoRA and drift
+    lora_reused_share: float | None     # the LoRA reused on top of the drift
+    drift_undone: float | None          # <D_lora - D, D_fft> / ||D_fft||_F^2: 1 undoes the distillation, 0 keeps
+                                        # it (None when the target equals the base)
 
     def figures(self) -> dict:
-        def r(v):
-            return None if v is None else round(float(v), 6)
-
-        return {"restored_share": r(self.restored_share), "capped_share": r(self.capped_share),
-                "reused_share": r(self.reused_share), "drift_undone": r(self.drift_undone)}
+        """The run report's names (``lora_*_share``: shares of the LoRA's energy, not of the grid's entries)."""
+        return {name: None if getattr(self, name) is None else round(float(getattr(self, name)), 6)
+                for name in ("lora_restored_share", "lora_capped_share", "lora_reused_share", "drift_undone")}
 
     def summary(self) -> str:
         def f(v):
             return "-" if v is None else f"{v:.2f}"
 
-        shares = (f"restored/capped/reused={f(self.restored_share)}/{f(self.capped_share)}/{f(self.reused_share)} "
-                  if self.restored_share is not None else "")
+        shares = "" if self.lora_restored_share is None else (
+            f"restored/capped/reused={f(self.lora_restored_share)}/{f(self.lora_capped_share)}/"
+            f"{f(self.lora_reused_share)} ")
         return f"{shares}undone={f(self.drift_undone)}"
 
 

@@ -106,8 +106,8 @@ class RunReport:
 
 
 # the per-layer figures a comparison table holds, in its column order (names as in the run report)
-TABLE_FIGURES = ("rank_in", "rank_out", "rank_capped", "energy_kept", "restored_share", "capped_share",
-                 "reused_share", "drift_undone", "drift")
+EFFECT_FIGURES = ("lora_restored_share", "lora_capped_share", "lora_reused_share", "drift_undone")
+TABLE_FIGURES = ("rank_in", "rank_out", "rank_capped", "energy_kept", *EFFECT_FIGURES, "drift")
 
 
 def model_figures(results) -> dict:
@@ -130,9 +130,9 @@ def model_figures(results) -> dict:
         "energy_kept": round(sum(e * w for e, w in weighted) / total, 6) if total > 0 else None,
         "mean_energy_kept": mean([r.energy_kept for r in results]),
         "min_energy_kept": round(min(r.energy_kept for r in results), 6) if results else None,
-        "restored_share": mean([e.restored_share for e in effects]),
-        "capped_share": mean([e.capped_share for e in effects]),
-        "reused_share": mean([e.reused_share for e in effects]),
+        "lora_restored_share": mean([e.lora_restored_share for e in effects]),
+        "lora_capped_share": mean([e.lora_capped_share for e in effects]),
+        "lora_reused_share": mean([e.lora_reused_share for e in effects]),
         "drift_undone": mean([e.drift_undone for e in effects]),
         "rank_out_total": sum(r.rank_out for r in results),
         "layers_at_rank_cap": sum(1 for r in results if r.rank_capped),
@@ -188,6 +188,6 @@ class Comparison:
         for row in self.summary:
             model = {"layer": "(model)", "method": row["method"], "rank_out": row["rank_out_total"],
                      "rank_capped": row["layers_at_rank_cap"], "energy_kept": row["energy_kept"],
-                     **{k: row[k] for k in ("restored_share", "capped_share", "reused_share", "drift_undone")}}
+                     **{k: row[k] for k in EFFECT_FIGURES}}
             w.writerow(["" if model.get(c) is None else model[c] for c in cols])
         return buf.getvalue()

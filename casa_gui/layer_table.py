@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 from .params_form import describe
 
 COLUMNS = ("Layer", "Shape", "Rank", "Scale", "Drift", "Status", "k", "Clusters", "Dominant", "Capped",
-           "Energy kept", "Override", "Restored", "Capped share", "Reused", "Drift undone")
+           "Energy kept", "Override", "LoRA restored", "LoRA capped", "LoRA reused", "Drift undone")
 TIPS = {
     "Drift": "relative distillation drift ||W_t - W_s|| / ||W_s||",
     "k": "spectral head size (directions that carry the energy)",
@@ -19,14 +19,14 @@ TIPS = {
     "Dominant": "share of the routing grid in dominant rows or columns",
     "Capped": "entries whose magnitude the rule capped",
     "Energy kept": "energy of the update kept by the output rank (* : the auto rank hit its cap first)",
-    "Restored": "share of the LoRA's routing energy routed like base + LoRA (the drift taken out there)",
-    "Capped share": "share of the LoRA's routing energy in capped entries",
-    "Reused": "share of the LoRA's routing energy reused as it is on top of the drift",
+    "LoRA restored": "share of the LoRA's routing energy routed like base + LoRA (the drift taken out there)",
+    "LoRA capped": "share of the LoRA's routing energy in capped entries",
+    "LoRA reused": "share of the LoRA's routing energy reused as it is on top of the drift",
     "Drift undone": "how much of the distillation drift the update takes back: 1 undoes it all, 0 keeps it",
 }
 # columns that show what the converted layer does (LayerResult.effect): attribute, format
-EFFECT_COLUMNS = {"Restored": ("restored_share", ".2f"), "Capped share": ("capped_share", ".2f"),
-                  "Reused": ("reused_share", ".2f"), "Drift undone": ("drift_undone", ".3f")}
+EFFECT_COLUMNS = {"LoRA restored": ("lora_restored_share", ".2f"), "LoRA capped": ("lora_capped_share", ".2f"),
+                  "LoRA reused": ("lora_reused_share", ".2f"), "Drift undone": ("drift_undone", ".3f")}
 # columns that show a method's per-layer figures: (name in the run report, format)
 DIAGNOSTIC_COLUMNS = {"k": ("k", "d"), "Clusters": ("clusters", "d"), "Dominant": ("dominant_share", ".2f"),
                       "Capped": ("capped", "d")}

@@ -67,7 +67,7 @@ def test_restore_gives_base_plus_lora_on_the_target(shape):
     Ws, Wt, B, A = _layer(1, *shape)
     res = _run("restore", Ws, Wt, B, A)
     assert torch.allclose(Wt + _dense(res), Ws + 0.5 * B @ A, atol=1e-12)
-    assert res.effect.restored_share == 1.0 and res.effect.drift_undone == 1.0
+    assert res.effect.lora_restored_share == 1.0 and res.effect.drift_undone == 1.0
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -81,7 +81,7 @@ def test_uniform_never_restores(shape):
     free = ~arb.capped
     assert torch.equal(arb.C_casa[free], st.lora.C_lora[free])      # never C_lora - C_fft
     res = methods.get("casa-uniform").conclude(st, s, "full", None)
-    assert res.effect.restored_share == 0.0 and res.diagnostics.dominant_share == pytest.approx(1.0)
+    assert res.effect.lora_restored_share == 0.0 and res.diagnostics.dominant_share == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -89,7 +89,7 @@ def test_no_capping_caps_nothing(shape):
     """... and is the rule with a capping quantile no risk exceeds."""
     Ws, Wt, B, A = _layer(3, *shape)
     res = _run("casa-no-capping", Ws, Wt, B, A)
-    assert res.diagnostics.n_capped == 0 and res.effect.capped_share == 0.0
+    assert res.diagnostics.n_capped == 0 and res.effect.lora_capped_share == 0.0
     same = _run("casa", Ws, Wt, B, A, q_act=1.0)
     assert torch.allclose(_dense(res), _dense(same), atol=1e-12)
     assert not torch.allclose(_dense(res), _dense(_run("casa", Ws, Wt, B, A)), atol=1e-6)
@@ -152,7 +152,7 @@ def test_effect_figures_are_what_the_update_does(shape, method):
     Ws, Wt, B, A = _layer(6, *shape)
     res = _run(method, Ws, Wt, B, A, rank="full")
     e = res.effect
-    assert e.restored_share + e.capped_share + e.reused_share == pytest.approx(1.0)
+    assert e.lora_restored_share + e.lora_capped_share + e.lora_reused_share == pytest.approx(1.0)
     D_fft = Wt - Ws
     want = float(((0.5 * B @ A - _dense(res)) * D_fft).sum() / D_fft.square().sum())
     assert e.drift_undone == pytest.approx(want, abs=1e-9)
@@ -166,7 +166,7 @@ def test_effect_figures_are_what_the_update_does(shape, method):
 def test_direct_reuses_everything_and_undoes_nothing():
     Ws, Wt, B, A = _layer(7, 48, 48)
     res = _run("direct", Ws, Wt, B, A)
-    assert (res.effect.reused_share, res.effect.drift_undone) == (1.0, 0.0)
+    assert (res.effect.lora_reused_share, res.effect.drift_undone) == (1.0, 0.0)
 
 
 # ---- the rank ------------------------------------------------------------------

@@ -22,9 +22,9 @@ def test_the_table_and_the_rank_page_show_what_a_layer_does(converted, qtbot, tm
     row = model.row_of(w.state.selected)
     res = w.controller.session.results[w.state.selected]
     text = {c: model.data(model.index(row, COLUMNS.index(c))) for c in COLUMNS}
-    assert text["Restored"] == f"{res.effect.restored_share:.2f}"
+    assert text["LoRA restored"] == f"{res.effect.lora_restored_share:.2f}"
     assert text["Drift undone"] == f"{res.effect.drift_undone:.3f}"
-    assert 0 < float(text["Reused"]) < 1
+    assert 0 < float(text["LoRA reused"]) < 1
     assert np.isfinite(w.overview.values["dominant_share"]).all() and (w.overview.values["n_capped"] > 0).all()
     w.tabs.setCurrentWidget(w.tabs.rank)
     page = w.tabs.rank
