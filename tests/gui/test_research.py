@@ -56,3 +56,15 @@ def test_two_methods_side_by_side(converted, qtbot, tmp_path):
     assert w.controller.session.results[module].method == "casa"
     assert page.export_png(tmp_path / "compare.png").stat().st_size > 0
     assert any(p.name.endswith("-compare.png") for p in w.tabs.export_plots(tmp_path / "plots"))
+
+
+def test_the_auto_rank_from_the_app(demo_window, qtbot):
+    from tests.gui.conftest import convert
+
+    w = demo_window
+    w.convert.rank.setEditText("auto:0.99")
+    convert(w, qtbot)
+    results = list(w.controller.session.results.values())
+    assert all(r.rank_capped is not None for r in results)
+    assert all(r.energy_kept >= 0.99 - 1e-9 or r.rank_capped for r in results)
+    assert any(r.rank_out > r.rank_in for r in results)
