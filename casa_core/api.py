@@ -17,11 +17,13 @@ from .ranks import AutoRank
 from .report import Comparison, RunReport, model_figures
 from .resources import demo_inputs, method_doc, resource_dir
 from .settings import DTYPES, FORMATS, PRECISIONS, RunOptions, TransferSettings, parse_rank
+from .verdict import THRESHOLDS, Verdict, layer_verdict, model_verdict, thresholds_table
 from .views import LayerViews
 
 __all__ = [
-    "DTYPES", "FORMATS", "PRECISIONS", "AutoRank", "Cancelled", "CasaError", "Comparison", "Compute", "Conversion",
-    "ExportInfo", "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions", "RunReport",
-    "TransferMethod", "TransferSettings", "__version__", "demo_inputs", "method_doc", "methods", "model_figures",
-    "parse_rank", "ranks", "resolve_device", "resource_dir",
+    "DTYPES", "FORMATS", "PRECISIONS", "THRESHOLDS", "AutoRank", "Cancelled", "CasaError", "Comparison", "Compute",
+    "Conversion", "ExportInfo", "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions",
+    "RunReport", "TransferMethod", "TransferSettings", "Verdict", "__version__", "demo_inputs", "layer_verdict",
+    "method_doc", "methods", "model_figures", "model_verdict", "parse_rank", "ranks", "resolve_device", "resource_dir",
+    "thresholds_table",
 ]

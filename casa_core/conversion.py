@@ -89,8 +89,13 @@ class Conversion:
     # ---- computing --------------------------------------------------------------
 
     def layers(self, settings: TransferSettings, options: RunOptions,
-               cancel: threading.Event | None = None) -> Iterator[LayerResult]:
+               cancel: threading.Event | None = None, *, resume=None) -> Iterator[LayerResult]:
         """Compute every planned layer, yielding each result in plan order; raise Cancelled on ``cancel``.
+
+        ``resume``: results of an earlier, cancelled run with the same ``settings`` and ``options``
+        (module -> LayerResult); those layers are kept as they are and not computed (nor yielded)
+        again, so a run picks up where a cancel stopped it. Each layer is computed on its own, so
+        the results are those of a run from the start.
 
         Results are kept in ``results``; ``settings`` / ``options`` record what they were
         computed with once every layer is done. On a GPU one layer is computed at a time
@@ -105,13 +110,16 @@ class Conversion:
         for s in (options.overrides or {}).values():
             s.validate()
         compute = Compute.for_options(options)
+        kept = {lp.module: resume[lp.module] for lp in self.plan.layers if resume and lp.module in resume}
         self.results.clear()
+        self.results.update(kept)
         self.settings = self.options = None
         t0 = time.perf_counter()
         job = _LayerJob(self.plan, [settings], options, compute)
+        todo = [lp for lp in self.plan.layers if lp.module not in kept]
         with compute.limits():
-            for (res,) in (_sequential(self.plan, job, cancel) if compute.workers == 1 else
-                           _side_by_side(self.plan, job, compute.workers, cancel)):
+            for (res,) in (_sequential(todo, job, cancel) if compute.workers == 1 else
+                           _side_by_side(todo, job, compute.workers, cancel)):
                 self.results[res.name] = res
                 yield res
         self.settings, self.options, self.seconds = settings, options, time.perf_counter() - t0
@@ -132,8 +140,8 @@ class Conversion:
         compute = Compute.for_options(options)
         job = _LayerJob(self.plan, settings, options, compute)
         with compute.limits():
-            for results in (_sequential(self.plan, job, cancel) if compute.workers == 1 else
-                            _side_by_side(self.plan, job, compute.workers, cancel)):
+            for results in (_sequential(self.plan.layers, job, cancel) if compute.workers == 1 else
+                            _side_by_side(self.plan.layers, job, compute.workers, cancel)):
                 yield {s.method: r for s, r in zip(settings, results, strict=True)}
 
     def run(self, settings: TransferSettings, options: RunOptions, *, cancel: threading.Event | None = None,
@@ -471,25 +479,26 @@ class _LayerJob:
         return tuple(out)
 
 
-def _sequential(plan: Plan, job: _LayerJob, cancel: threading.Event | None) -> Iterator[LayerResult]:
+def _sequential(layers: list[LayerPlan], job: _LayerJob, cancel: threading.Event | None) -> Iterator[LayerResult]:
     """One layer at a time, the next one read while this one is computed."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
-        pending = pool.submit(job.read, plan.layers[0]) if plan.layers else None
-        for i, lp in enumerate(plan.layers):
+        pending = pool.submit(job.read, layers[0]) if layers else None
+        for i, lp in enumerate(layers):
             if cancel is not None and cancel.is_set():
                 pending.cancel()
                 raise Cancelled()
             t0 = time.perf_counter()
             tensors = pending.result()
             t_read = time.perf_counter() - t0
-            if i + 1 < len(plan.layers):
-                pending = pool.submit(job.read, plan.layers[i + 1])
+            if i + 1 < len(layers):
+                pending = pool.submit(job.read, layers[i + 1])
             yield job(lp, tensors, t_read)
 
 
-def _side_by_side(plan: Plan, job: _LayerJob, workers: int, cancel: threading.Event | None) -> Iterator[LayerResult]:
+def _side_by_side(layers: list[LayerPlan], job: _LayerJob, workers: int,
+                  cancel: threading.Event | None) -> Iterator[LayerResult]:
     """``workers`` layers computed at once, yielded in plan order."""
-    n = len(plan.layers)
+    n = len(layers)
     with ThreadPoolExecutor(workers, thread_name_prefix="casa-layer") as pool:
         futures: dict[int, Future] = {}
         submitted = 0
@@ -500,7 +509,7 @@ def _side_by_side(plan: Plan, job: _LayerJob, workers: int, cancel: threading.Ev
             nonlocal submitted
             while (submitted < n and submitted < oldest + 4 * workers
                    and sum(not f.done() for f in futures.values()) < workers):
-                futures[submitted] = pool.submit(job, plan.layers[submitted])
+                futures[submitted] = pool.submit(job, layers[submitted])
                 submitted += 1
 
         try:

@@ -25,6 +25,8 @@ class LayerPlan:
     module: str                 # canonical name
     pair: LoraPair
     shape: tuple[int, int]
+    block: int | None = None    # the block it sits in (None outside the blocks)
+    part: str = ""              # its module inside the block (``self_attn.q``), or its name outside
 
     @property
     def rank(self) -> int:
@@ -93,7 +95,8 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
         elif pattern and not pattern.search(m.module):
             passed.append(PassThrough(m.pair.prefix, m.module, "excluded by the layers pattern"))
         else:
-            planned.append(LayerPlan(m.module, m.pair, (m.shape[0], m.shape[1])))
+            planned.append(LayerPlan(m.module, m.pair, (m.shape[0], m.shape[1]),
+                                     *base.family.block_part(m.module)))
     if first_misfit:
         module, pair, shape = first_misfit.module, first_misfit.pair, first_misfit.shape
         raise CasaError(f"LoRA shapes do not fit the base model: {module} is {pair.out_features}x{pair.in_features} "
@@ -105,6 +108,11 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
                             "it is probably for another model family (SDXL, a text encoder); pick a Wan2.1 LoRA")
         raise CasaError("no LoRA layer is left to transfer (all pass through)",
                         "check the layers pattern and that the target holds the LoRA's layers", setting="layers")
+    # the network's order (blocks by number, modules as a block runs them), not the file's key order:
+    # the table, the overview, the run, the report and the CLI all follow it
+    order = base.family.layer_order
+    planned.sort(key=lambda lp: order(lp.module))
+    passed.sort(key=lambda p: (p.module is None, order(p.module) if p.module else (), p.prefix))
     plan = Plan(base, target, lora, planned, passed)
     for key in plan.passthrough_keys:  # known now, so refused now rather than when writing, after the work
         tag = lora.store.info(key).dtype

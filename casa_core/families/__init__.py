@@ -4,7 +4,8 @@ A family is a module (``wan.py``) holding its canonical <-> diffusers name table
 linears the rule applies to and its sizes, with the functions every family provides:
 ``matches``, ``is_diffusers_name``, ``to_canonical``, ``to_diffusers``, ``split_param``,
 ``canonical_key``, ``is_transferable``, ``hidden_size``, ``is_i2v``, ``block_count``,
-``collapse_block``, ``size_name`` and ``architecture``. A new family is one new module
+``collapse_block``, ``block_part``, ``layer_order``, ``size_name`` and ``architecture``. A new family
+is one new module
 listed in ``FAMILIES``.
 """
 

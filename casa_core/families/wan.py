@@ -171,6 +171,32 @@ def collapse_block(key: str) -> str:
     return _BLOCK_INDEX.sub("blocks.*.", key)
 
 
+# where a module sits in the network's order: what feeds the blocks, the blocks, the head
+_BEFORE_BLOCKS = ("text_embedding", "time_embedding", "time_projection", "img_emb", "patch_embedding")
+_BLOCK_ORDER = {c: i for i, (c, _d) in enumerate(BLOCK_MODULES)}
+_TOP_ORDER = {c: i for i, (c, _d) in enumerate(TOP_MODULES)}
+
+
+def block_part(module: str) -> tuple[int | None, str]:
+    """``blocks.12.self_attn.q`` -> (12, ``self_attn.q``); a module outside the blocks -> (None, its name)."""
+    m = _BLOCK_RE.match(module)
+    if m and m.group(2):
+        return int(m.group(1)), m.group(2)
+    return None, module
+
+
+def layer_order(module: str) -> tuple:
+    """A sort key in the network's order: the embeddings, then block by block (by number, not as text)
+    and inside a block in the order of ``BLOCK_MODULES`` (self-attention q, k, v, o, cross-attention,
+    feed-forward), then the head; names this family does not know come last, as text."""
+    block, part = block_part(module)
+    if block is not None:
+        return (1, block, _BLOCK_ORDER.get(part, len(_BLOCK_ORDER)), part)
+    if module in _TOP_ORDER:
+        return (0 if module.split(".")[0] in _BEFORE_BLOCKS else 2, 0, _TOP_ORDER[module], module)
+    return (3, 0, 0, module)
+
+
 def size_name(dim: int | None) -> str | None:
     """The model a hidden size names (``Wan2.1 14B``), or None."""
     return _SIZES[dim].name if dim in _SIZES else None
