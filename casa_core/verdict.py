@@ -38,9 +38,9 @@ class Threshold:
 
 
 THRESHOLDS: tuple[Threshold, ...] = (
-    Threshold("energy_kept", "energy kept by the rank", True, 0.95, 0.80,
+    Threshold("energy_kept", "energy kept by the rank", True, 0.90, 0.70,
               "the share of the transferred update the output rank can hold; below it, raise the rank"),
-    Threshold("capped_share", "share of the routing grid capped", False, 0.02, 0.10,
+    Threshold("capped_share", "share of the routing grid capped", False, 0.05, 0.15,
               "how much of the layer's routing the rule had to cap; a large share means the LoRA and the "
               "distillation pull hard against each other here"),
     Threshold("drift", "distillation drift", False, 0.10, 0.30,

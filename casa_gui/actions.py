@@ -34,12 +34,21 @@ class Actions:
         self.cancel = act("C&ancel", ctl.cancel, "Esc", "Stop after the current layer")
         self.export = act("&Export LoRA", win.start_export, "Ctrl+E", "Write the converted LoRA")
         self.plots = act("Export &plots as PNG…", self.export_plots_dialog, "Ctrl+Shift+P")
+        self.plots_all = act("Export the current &view of every layer shown…", self.export_filtered_dialog,
+                             tip="The current plot page for each layer the table's filter shows, one PNG each")
+        self.table_csv = act("Export the layer &table as CSV…", win.export_table_dialog)
         self.next = act("&Next layer", lambda: win.table.step(+1), "Ctrl+Down")
         self.prev = act("&Previous layer", lambda: win.table.step(-1), "Ctrl+Up")
+        self.next_tab = act("Next &plot", lambda: self.step_tab(+1), "Ctrl+PgDown")
+        self.next_tab.setShortcuts([QKeySequence("Ctrl+PgDown"), QKeySequence("Ctrl+Tab")])
+        self.prev_tab = act("Pre&vious plot", lambda: self.step_tab(-1), "Ctrl+PgUp")
+        self.prev_tab.setShortcuts([QKeySequence("Ctrl+PgUp"), QKeySequence("Ctrl+Shift+Tab")])
+        self.tab_actions = [act(f"{win.tabs.tabText(i)}", lambda i=i: win.tabs.setCurrentIndex(i), f"Alt+{i + 1}")
+                            for i in range(win.tabs.count())]
         self.quit = act("&Quit", win.close, QKeySequence.StandardKey.Quit)
         bar = win.menuBar()
         m = bar.addMenu("&File")
-        for a in (self.demo, self.export, self.plots):
+        for a in (self.demo, self.export, self.plots, self.plots_all, self.table_csv):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.quit)
@@ -56,8 +65,17 @@ class Actions:
             group.addAction(a)
             tm.addAction(a)
         m.addAction(win.controls_dock.toggleViewAction())
+        m.addAction(win.layers_dock.toggleViewAction())
         m.addAction(win.log_dock.toggleViewAction())
+        m.addSeparator()
+        m.addAction(self.next_tab)
+        m.addAction(self.prev_tab)
+        pm = m.addMenu("&Plots")
+        for a in self.tab_actions:
+            pm.addAction(a)
         m = bar.addMenu("&Help")
+        m.addAction(act("What the &numbers mean", self.show_numbers, "F1",
+                        tip="The table's columns, the verdict's thresholds and the plots, in the app"))
         m.addAction(act("How CASA &works", self.show_method, tip="The rule, the other methods, and where this "
                         "implementation departs from the authors' research code (docs/method.md)"))
         m.addAction(act("&About CASA Studio", self.show_about))
@@ -69,6 +87,49 @@ class Actions:
         self.convert.setEnabled(not running)
         self.export.setEnabled(not running)
         self.cancel.setEnabled(bool(name))
+
+    def shortcuts(self) -> list[QKeySequence]:
+        """Every shortcut of the window's actions but Esc (fields keep Esc for their own popups)."""
+        return [seq for a in self.win.actions() for seq in a.shortcuts() if seq.toString() != "Esc"]
+
+    def step_tab(self, delta: int) -> None:
+        tabs = self.win.tabs
+        tabs.setCurrentIndex((tabs.currentIndex() + delta) % tabs.count())
+
+    def show_numbers(self) -> None:
+        from .help_page import NumbersDialog
+
+        if getattr(self, "_numbers", None) is None:
+            self._numbers = NumbersDialog(self.win)
+        self._numbers.show()
+        self._numbers.raise_()
+
+    def export_filtered_dialog(self) -> None:
+        from PySide6.QtWidgets import QProgressDialog
+
+        win = self.win
+        mods = [m for m in win.table.visible_modules() if m in win.controller.session.results]
+        if not mods:
+            win.messages.show_error("Convert first: no layer the table shows has a result to draw.")
+            return
+        folder = QFileDialog.getExistingDirectory(win, f"Write the current view of {len(mods)} layers into",
+                                                  win.export.export_dir or "")
+        if not folder:
+            return
+        dlg = QProgressDialog("Writing the plots…", "Stop", 0, len(mods), win)
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+
+        def progress(i, n):
+            dlg.setValue(i)
+            return not dlg.wasCanceled()
+
+        try:
+            paths = win.tabs.export_current_view(folder, mods, win.controller.session.results, progress)
+            win.messages.show_info(f"Wrote {len(paths)} plots to {folder}.")
+        except OSError as exc:
+            win.messages.show_error(f"Cannot write the plots: {exc}")
+        finally:
+            dlg.close()
 
     def show_about(self) -> None:
         import html

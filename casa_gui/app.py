@@ -38,6 +38,12 @@ def main(argv=None) -> int:
               "or `casa-gui --demo` to run the demo there.", file=sys.stderr)
         return 2
 
+    from .qt_libs import missing_libraries, missing_message, uses_xcb
+
+    if uses_xcb() and (missing := missing_libraries()):
+        print(missing_message(missing), file=sys.stderr)
+        return 2
+
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 

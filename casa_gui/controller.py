@@ -34,6 +34,7 @@ class Run:
     t0: float
     export_after: bool = False
     report: bool = True
+    resumed: int = 0                # layers kept from the cancelled run it resumes
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class Controller(QObject):
     results_cleared = Signal()
     overrides_changed = Signal(object)  # {module: TransferSettings}
     layer_changed = Signal(object)      # LayerInfo of the selected layer
-    overview_changed = Signal(object)   # (modules, results, drift)
+    overview_changed = Signal(object)   # (modules, results, drift, {module: (block, part)})
     compared_changed = Signal(object)   # (modules, {method: {module: LayerResult}})
     progress = Signal(int, int, float)  # done, total, eta seconds (< 0: starting)
     run_note = Signal(str)              # 'done in 1.2 s', 'cancelled', 'failed'
@@ -199,12 +200,15 @@ class Controller(QObject):
 
     # ---- inspection -----------------------------------------------------------
 
-    def inspect(self, base: str, target: str, lora: str) -> bool:
+    def inspect(self, base: str, target: str, lora: str, quiet: bool = False) -> bool:
+        """Open and plan the three sources; ``quiet``: a failure is a plain note in the sources panel only
+        (the user may still be typing), not an error."""
         if not self._preempt():
             self.message.emit("error", "A job is running; cancel it (Esc) before changing the sources.")
             return False
         self.inspecting.emit(base, target, lora)
         self.session.reset()
+        self.session.inputs = (base, target, lora)
         self.state.selected = None
         self.plan_changed.emit(None)
         self.overrides_changed.emit({})
@@ -212,10 +216,15 @@ class Controller(QObject):
         self.message.emit("", "")
         self.sources_note.emit("Inspecting…", "")
         log.info("inspecting base=%s target=%s lora=%s", base, target, lora)
-        self._start(Job("inspection", jobs.inspect_job(base, target, lora)), None,
+        self._start(Job("inspection", jobs.inspect_job(base, target, lora)), quiet,
                     item=self._on_inspect_item, failed=self._on_inspect_failed, ok=self._on_inspect_done,
                     cancelled=self._on_inspect_done)
         return True
+
+    def quiet_inspection(self) -> bool:
+        """Whether the running job is an inspection started quietly (its failure would be a note only)."""
+        return self._task is not None and self.runner.busy and self.runner.job.name == "inspection" \
+            and bool(self._task.context)
 
     def _on_inspect_item(self, task: Task, item) -> None:
         if isinstance(item, jobs.PlanReady):
@@ -241,9 +250,12 @@ class Controller(QObject):
             self._overview_timer.start()
 
     def _on_inspect_failed(self, task: Task, message: str) -> None:
+        task.outcome = (self.inspected, "failed")
+        if task.context:        # quiet: the user may not be done with the paths
+            self.sources_note.emit(f"Not ready yet: {message} (Enter or Inspect checks again.)", "")
+            return
         self.sources_note.emit(message, "error")
         self.message.emit("error", f"These inputs cannot be converted: {message}")
-        task.outcome = (self.inspected, "failed")
 
     def _on_inspect_done(self, _task: Task) -> None:
         if self.session.drift:
@@ -266,18 +278,24 @@ class Controller(QObject):
             self.message.emit("error", str(exc))
             return False
         self.message.emit("", "")
-        plan = self.session.plan
-        self.session.results.clear()
-        self.session.run_settings = self.session.run_options = self.session.run_seconds = None
-        self.results_cleared.emit()
-        n = len(plan.layers)
-        self.progress.emit(0, n, -1.0)
+        s = self.session
+        plan = s.plan
+        kept = s.resumable(settings, options)
+        s.cancelled_run = None
+        s.run_settings = s.run_options = s.run_seconds = None
+        if not kept:
+            s.results.clear()
+            self.results_cleared.emit()
+        n, k = len(plan.layers), len(kept)
+        self.progress.emit(k, n, -1.0)
+        if kept:
+            log.info("resuming the cancelled run: %d of %d layers are done, %d to go", k, n, n - k)
         log.info("converting %d layers: %s, rank %s, device %s, precision %s, %d per-layer overrides",
-                 n, settings.to_dict(), options.rank or "same as input", options.device, options.precision,
+                 n - k, settings.to_dict(), options.rank or "same as input", options.device, options.precision,
                  len(options.overrides))
-        self._start(Job("conversion", jobs.convert_job(self.session.conversion, settings, options), total=n),
-                    Run(settings, options, time.perf_counter(), export_after, report),
-                    item=self._on_result, progress=lambda _t, *a: self.progress.emit(*a), ok=self._on_run_succeeded,
+        self._start(Job("conversion", jobs.convert_job(s.conversion, settings, options, kept or None), total=n - k),
+                    Run(settings, options, time.perf_counter(), export_after, report, resumed=k),
+                    item=self._on_result, progress=self._on_run_progress, ok=self._on_run_succeeded,
                     cancelled=self._on_run_cancelled, failed=self._on_run_failed)
         return True
 
@@ -314,6 +332,10 @@ class Controller(QObject):
         self.run_note.emit(f"compared {', '.join(self.session.compared)}")
         self.compared_changed.emit(([lp.module for lp in plan.layers] if plan else [], self.session.compared))
 
+    def _on_run_progress(self, task: Task, done: int, total: int, eta: float) -> None:
+        k = task.context.resumed
+        self.progress.emit(done + k, total + k, eta)
+
     def _on_result(self, _task: Task, res) -> None:
         self.session.results[res.name] = res
         self.result_ready.emit(res)
@@ -339,10 +361,13 @@ class Controller(QObject):
         task.outcome = (self.run_finished, "succeeded")
 
     def _on_run_cancelled(self, task: Task) -> None:
+        run: Run = task.context
         task.outcome = (self.run_finished, "cancelled")
+        self.session.cancelled_run = (run.settings, run.options)
         self.run_note.emit("cancelled")
         self.message.emit("info", f"Cancelled after {len(self.session.results)} of {len(self.session.plan.layers)} "
-                                  "layers; nothing was written. Convert again to finish.")
+                                  "layers; nothing was written. Convert again to go on from there (with the same "
+                                  "settings).")
 
     def _on_run_failed(self, task: Task, message: str) -> None:
         self.run_note.emit("failed")
@@ -377,8 +402,9 @@ class Controller(QObject):
 
     def refresh_overview(self) -> None:
         plan = self.session.plan
-        self.overview_changed.emit(([lp.module for lp in plan.layers] if plan else [], self.session.results,
-                                    self.session.drift))
+        layers = plan.layers if plan else []
+        self.overview_changed.emit(([lp.module for lp in layers], self.session.results, self.session.drift,
+                                    {lp.module: (lp.block, lp.part) for lp in layers}))
 
     def refresh_views(self) -> None:
         self.show_layer()

@@ -32,6 +32,7 @@ class ExportPanel(QGroupBox):
     """Format, rank, dtype and file, bound to the shared state; loads and saves its own settings."""
 
     export_clicked = Signal()
+    note = Signal(str, str)             # kind, text: for the window's message bar
 
     def __init__(self, gs, state, parent=None):
         super().__init__("4 · Export", parent)
@@ -76,6 +77,7 @@ class ExportPanel(QGroupBox):
         lay.addWidget(self.summary)
         lay.addWidget(self.write_report)
         self._written: Path | None = None
+        self._suggested = ""            # the file name last proposed; replaced when the inputs change
         self._push_formats()
         self.format.currentIndexChanged.connect(self._push_formats)
         self.dtype.currentIndexChanged.connect(self._push_formats)
@@ -96,14 +98,24 @@ class ExportPanel(QGroupBox):
         return self.write_report.isChecked()
 
     def suggest_output(self, plan) -> None:
-        """Once a plan is ready, propose ``<lora>-casa.safetensors`` (in the last export folder) if no file is set."""
-        if plan is None or self.output():
+        """Once a plan is ready, propose ``<lora>-<target>-casa.safetensors``, in the folder of the file set or
+        the last export folder; a name the user typed stays, one proposed for other inputs follows the new ones."""
+        if plan is None:
+            return
+        current = self.output()
+        if current and current != self._suggested:
             return
         lora = Path(plan.lora.path)
-        folder = Path(self.export_dir) if self.export_dir and Path(self.export_dir).is_dir() else lora.parent
+        if current:
+            folder = Path(current).parent
+        elif self.export_dir and Path(self.export_dir).is_dir():
+            folder = Path(self.export_dir)
+        else:
+            folder = lora.parent
         if not os.access(folder, os.W_OK):
             folder = Path.home()
-        self.path.setText(str(folder / f"{lora.stem}-casa.safetensors"))
+        self._suggested = str(folder / suggested_name(plan))
+        self.path.setText(self._suggested)
 
     def remember_folder(self, output: str) -> None:
         self.export_dir = str(Path(output).parent)
@@ -132,5 +144,31 @@ class ExportPanel(QGroupBox):
         self.open_btn.setEnabled(True)
 
     def _open_folder(self) -> None:
-        if self._written is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._written.parent)))
+        if self._written is None:
+            return
+        folder = str(self._written.parent)
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(folder)):
+            self.note.emit("info", f"No file manager could open the folder; the file is {self._written}")
+
+
+def source_name(src) -> str:
+    """A short name for a model or LoRA source: a file's stem, a folder's name (its parent's, for a diffusers
+    ``transformer`` folder or a sharded checkpoint's index), a hub repo's name."""
+    if getattr(src, "from_hub", False):
+        return str(src.identity).split("@")[0].split(":")[0].rstrip("/").split("/")[-1]
+    p = Path(src.path)
+    if p.name.endswith(".index.json") or p.name in ("transformer", "model_index.json"):
+        p = p.parent
+        if p.name == "transformer":
+            p = p.parent
+    name = p.name
+    for ext in (".safetensors", ".pt", ".pth", ".ckpt"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def suggested_name(plan) -> str:
+    """``<lora>-<target>-casa.safetensors`` for a plan: the name follows the LoRA and the target."""
+    lora, target = source_name(plan.lora), source_name(plan.target)
+    return f"{lora}-{target}-casa.safetensors"

@@ -7,25 +7,30 @@ menus are in ``actions``.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, Qt
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
+    QFileDialog,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QScrollArea,
-    QSplitter,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
-from casa_core.api import demo_inputs
+from casa_core.api import demo_inputs, model_verdict
 
 from . import theme
 from .actions import Actions
 from .controller import Controller
 from .export_panel import ExportPanel
-from .layer_table import LayerTable
+from .input_guard import ShortcutKeeper, WheelGuard
+from .layer_table import VERDICT_COLORS, LayerPane, LayerTable
 from .log_pane import LogPane
 from .message_bar import MessageBar
 from .overrides import OverridePanel
@@ -71,30 +76,38 @@ class MainWindow(QMainWindow):
         self.log_dock = self._dock("Log", "log", self.log_pane, Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self.table = LayerTable(self.state)
+        self.layers_pane = LayerPane(self.table)
+        # a dock: its edge to the plots drags, and it floats off into a window of its own (double-click its title)
+        self.layers_dock = self._dock("Layers", "layers", self.layers_pane, Qt.DockWidgetArea.TopDockWidgetArea)
+        self.layers_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                     | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        for corner in (Qt.Corner.TopLeftCorner, Qt.Corner.BottomLeftCorner):
+            self.setCorner(corner, Qt.DockWidgetArea.LeftDockWidgetArea)   # the controls run the full height
         self.tabs = ViewTabs(self.state)
         self.heatmap, self.clusters, self.spectra = self.tabs.heatmap, self.tabs.clusters, self.tabs.spectra
         self.risk, self.overview = self.tabs.risk, self.tabs.overview
         self.messages = MessageBar()
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.setObjectName("central-splitter")
-        self.splitter.addWidget(self.table)
-        self.splitter.addWidget(self.tabs)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 5)
         central = QWidget()
         vl = QVBoxLayout(central)
         vl.setContentsMargins(4, 4, 4, 4)
         vl.addWidget(self.messages)
-        vl.addWidget(self.splitter, 1)
+        vl.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.status = QLabel(self.state.status)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)   # never widens the window
         self.statusBar().addWidget(self.status, 1)
         self.menus = Actions(self)
         self._wire()
+        self.wheel_guard = WheelGuard(self)
+        self.wheel_guard.install(controls)
+        self.shortcut_keeper = ShortcutKeeper(self.menus.shortcuts(), self)
+        self.shortcut_keeper.install(self)
 
-        self.resize(1500, 950)
-        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
+        self.resize(1366, 768)
+        self.resizeDocks([self.log_dock, self.layers_dock], [90, 250], Qt.Orientation.Vertical)
         self._restore_layout()
+        if all(self.sources.values()):      # the last session's inputs: checked quietly once the window runs
+            QTimer.singleShot(0, lambda: self.sources.request(quiet=True))
 
     def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -106,7 +119,10 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         ctl, st = self.controller, self.state
         # what the user asks for
-        self.sources.inspect_requested.connect(ctl.inspect)
+        self.sources.inspect_requested.connect(lambda b, t, lo: self.inspect_sources(b, t, lo))
+        self.sources.inspect_quietly.connect(lambda b, t, lo: self.inspect_sources(b, t, lo, quiet=True))
+        self.layers_pane.csv_requested.connect(self.export_table_dialog)
+        self.export.note.connect(self.messages.show_message)
         self.sources.demo_btn.clicked.connect(self.open_demo)
         self.convert.convert_clicked.connect(ctl.start_convert)
         self.convert.cancel_clicked.connect(ctl.cancel)
@@ -115,10 +131,14 @@ class MainWindow(QMainWindow):
         self.override.apply_all.connect(ctl.apply_all)
         self.override.remove.connect(ctl.remove_override)
         # what the controller reports
-        ctl.inspecting.connect(self.sources.remember)
+        ctl.inspected.connect(self._inspected)
         ctl.sources_note.connect(self.sources.show_status)
         ctl.plan_changed.connect(self.table.set_plan)
         ctl.plan_changed.connect(self.export.suggest_output)
+        ctl.plan_changed.connect(self.convert.reset_progress)
+        ctl.plan_changed.connect(self._show_verdict)
+        ctl.result_ready.connect(self._show_verdict)
+        ctl.results_cleared.connect(self._show_verdict)
         ctl.drift_ready.connect(self.table.model_.set_drift)
         ctl.result_ready.connect(self.table.model_.set_result)
         ctl.results_cleared.connect(self.table.model_.clear_results)
@@ -143,8 +163,68 @@ class MainWindow(QMainWindow):
         d = demo_inputs()
         self.sources.set_values(str(d["base"]), str(d["target"]), str(d["lora"]))
 
+    def ask(self, title: str, text: str) -> bool:
+        """A yes / no question (the tests answer it themselves)."""
+        answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def inspect_sources(self, base: str, target: str, lora: str, quiet: bool = False) -> bool:
+        """Inspect new inputs; converted layers of the current ones are discarded only when the user agrees."""
+        s, runner = self.controller.session, self.controller.runner
+        if (runner.busy and runner.job.name == "inspection" and s.inputs == (base, target, lora)
+                and not self.controller.quiet_inspection()):
+            return True         # these very inputs are being inspected (Enter reaches a combo's field twice)
+        if s.results:
+            n = len(s.results)
+            if quiet:           # never on a focus change: a note at most
+                if (base, target, lora) != s.inputs:
+                    self.sources.show_status(f"New inputs: press Enter or Inspect to use them (this discards the "
+                                             f"{n} converted layers).", "")
+                return False
+            which = "these inputs again" if (base, target, lora) == s.inputs else "the new inputs"
+            if not self.ask("Discard the converted layers?",
+                            f"Inspecting {which} discards the {n} converted layers (nothing written is touched). "
+                            "Go on?"):
+                if s.inputs is not None:
+                    self.sources.set_values(*s.inputs, inspect=False)
+                self.sources.show_status("Kept the converted layers and their inputs.", "")
+                return False
+        return self.controller.inspect(base, target, lora, quiet=quiet)
+
+    def _inspected(self, outcome: str) -> None:
+        inputs = self.controller.session.inputs
+        if outcome == "ok" and inputs is not None:      # only inputs that worked go into the recent lists
+            self.sources.remember(*inputs)
+
+    def _show_verdict(self, *_args) -> None:
+        v = model_verdict(self.table.model_.verdicts())
+        self.layers_pane.show_verdict(v, VERDICT_COLORS)
+
     def start_export(self) -> bool:
+        out = self.state.output.strip()
+        if out and Path(out).exists() and not self.state.running:
+            report = " and its run report" if self.export.wants_report() else ""
+            if not self.ask("Replace the file?", f"{out} exists. Replace it{report} with this conversion?"):
+                self.messages.show_info("Nothing was written; choose another file (Export › File) to keep both.")
+                return False
         return self.controller.start_export(report=self.export.wants_report())
+
+    def export_table_dialog(self) -> None:
+        start = str(Path(self.export.export_dir or Path.home()) / "layers.csv")
+        path, _ = QFileDialog.getSaveFileName(self, "Export the layer table", start, "CSV (*.csv)")
+        if path:
+            self.export_table(path)
+
+    def export_table(self, path) -> Path | None:
+        """The rows the table shows, in its order, as CSV."""
+        try:
+            out = self.table.model_.write_csv(path, self.table.visible_rows())
+        except OSError as exc:
+            self.messages.show_error(f"Cannot write the table: {exc}")
+            return None
+        self.messages.show_info(f"Wrote {len(self.table.visible_rows())} rows to {out}.")
+        return out
 
     def set_theme(self, name: str) -> None:
         self.gs.theme = name
@@ -158,24 +238,26 @@ class MainWindow(QMainWindow):
 
     def _restore_layout(self) -> None:
         qs = layout_settings()
-        geo, state, split = qs.value("geometry"), qs.value("state"), qs.value("splitter")
+        geo, state = qs.value("geometry"), qs.value("state")
         if isinstance(geo, QByteArray):
             self.restoreGeometry(geo)
         if isinstance(state, QByteArray):
             self.restoreState(state)
-        if isinstance(split, QByteArray):
-            self.splitter.restoreState(split)
         self.tabs.restore_layout(qs)
 
     def _save_layout(self) -> None:
         qs = layout_settings()
         qs.setValue("geometry", self.saveGeometry())
         qs.setValue("state", self.saveState())
-        qs.setValue("splitter", self.splitter.saveState())
         self.tabs.save_layout(qs)
         qs.sync()
 
     def closeEvent(self, event) -> None:
+        if self.state.running and not self.ask("Stop the running job?",
+                                               f"The {self.state.job} is still running. Stop it and close? "
+                                               "Nothing of it is written."):
+            event.ignore()
+            return
         self.controller.shutdown()
         for panel in (self.sources, self.convert, self.export):      # each writes its own part
             panel.save_settings(self.gs)

@@ -30,7 +30,7 @@ def make_screenshots(folder, layer: str = "blocks.0.cross_attn.o", theme_name: s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     win = MainWindow(GuiSettings())
-    win.resize(1500, 950)
+    win.resize(1366, 768)
     win.show()
     ctl = win.controller
     out = []

@@ -61,7 +61,7 @@ def run_self_test(out_png, theme_name: str = "light") -> int:
         return ok
 
     win = MainWindow(GuiSettings())
-    win.resize(1500, 950)
+    win.resize(1366, 768)
     win.show()
     ctl = win.controller
     try:

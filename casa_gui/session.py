@@ -61,6 +61,8 @@ class Session:
     run_options: RunOptions | None = None
     run_seconds: float | None = None                            # how long that run took
     compared: dict = field(default_factory=dict)                # method -> module -> LayerResult (Compare)
+    inputs: tuple[str, str, str] | None = None                  # base, target, LoRA as they were inspected
+    cancelled_run: tuple | None = None      # (settings, options) of a cancelled run whose results are kept
 
     @property
     def plan(self):
@@ -73,6 +75,13 @@ class Session:
         self.overrides.clear()
         self.compared.clear()
         self.run_settings = self.run_options = self.run_seconds = None
+        self.inputs = self.cancelled_run = None
+
+    def resumable(self, settings: TransferSettings, options: RunOptions) -> dict:
+        """The results a run with ``settings`` and ``options`` may keep: those of a cancelled run made with them."""
+        if self.cancelled_run != (settings, options) or self.complete:
+            return {}
+        return dict(self.results)
 
     @property
     def complete(self) -> bool:
@@ -118,9 +127,10 @@ def inspect_job(base: str, target: str, lora: str, layers: str | None = None):
     return run
 
 
-def convert_job(conv: Conversion, settings: TransferSettings, options: RunOptions):
+def convert_job(conv: Conversion, settings: TransferSettings, options: RunOptions, resume: dict | None = None):
+    """Every layer, or (``resume``) the layers a cancelled run with the same settings left."""
     def run(cancel: threading.Event) -> Iterator:
-        yield from conv.layers(settings, options, cancel)
+        yield from conv.layers(settings, options, cancel, resume=resume)
     return run
 
 

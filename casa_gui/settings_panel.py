@@ -53,6 +53,9 @@ class ConvertPanel(QGroupBox):
             self.device.addItem(d.label, d.id)
         self.device.setCurrentIndex(max(0, self.device.findData(gs.device)))
         self.device.setToolTip("where the SVDs run; every CUDA device is listed with its free memory")
+        # a long CPU or GPU name must not widen the panel (the list shows it in full)
+        self.device.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.device.setMinimumContentsLength(14)
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
         self.precision.setCurrentText(gs.precision)
@@ -145,6 +148,13 @@ class ConvertPanel(QGroupBox):
         self.progress.setValue(done)
         self.progress.setFormat(f"layer {done}/{total}")
         self.eta.setText("starting…" if eta < 0 else f"ETA {eta:.0f} s" if done < total else "finishing…")
+
+    def reset_progress(self, *_args) -> None:
+        """No run for what is shown now (new inputs): the last run's 'layer 32/32, done' goes."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.eta.setText("")
 
     def save_settings(self, gs) -> None:
         gs.params = {**gs.params, **self._remembered}

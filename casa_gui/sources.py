@@ -32,7 +32,8 @@ HINTS = {
 class SourceSlot(QWidget):
     """One input: an editable combo (any text, e.g. a Hugging Face repo id) with recents."""
 
-    changed = Signal(str, str)      # role, text (after editing finished, a pick or a drop)
+    changed = Signal(str, str)      # role, text (Enter, a pick from the list or a dialog, a drop)
+    edited = Signal(str, str)       # role, text (the field lost the focus with new text: maybe not done yet)
 
     def __init__(self, role: str, recent: list[str], parent=None):
         super().__init__(parent)
@@ -49,7 +50,8 @@ class SourceSlot(QWidget):
                               "or pick one of the recent entries.")
         self.combo.addItems(recent)
         self.combo.setCurrentIndex(-1)
-        self.combo.lineEdit().editingFinished.connect(self._emit)
+        self.combo.lineEdit().returnPressed.connect(lambda: self._emit(again=True))
+        self.combo.lineEdit().editingFinished.connect(lambda: self._emit(quiet=True))
         self.combo.activated.connect(lambda _i: self._emit())
         file_btn = QToolButton(text="File…", toolTip=f"Pick the {LABELS[role].lower()} file")
         file_btn.clicked.connect(self._pick_file)
@@ -81,11 +83,12 @@ class SourceSlot(QWidget):
         self.combo.setEditText(cur)
         self.combo.blockSignals(False)
 
-    def _emit(self) -> None:
+    def _emit(self, quiet: bool = False, again: bool = False) -> None:
+        """Say the text changed (``again``: Enter, say it even if it did not, so the check is made in full)."""
         t = self.text()
-        if t != self._last:
+        if t != self._last or again:
             self._last = t
-            self.changed.emit(self.role, t)
+            (self.edited if quiet else self.changed).emit(self.role, t)
 
     def _start_dir(self) -> str:
         t = self.text()
@@ -123,6 +126,7 @@ class SourcesPanel(QGroupBox):
     """
 
     inspect_requested = Signal(str, str, str)
+    inspect_quietly = Signal(str, str, str)     # all three filled, but the user may still be editing
 
     def __init__(self, gs, parent=None):
         super().__init__("1 · Sources", parent)
@@ -135,6 +139,7 @@ class SourcesPanel(QGroupBox):
             grid.addWidget(lab, row, 0)
             grid.addWidget(self.slots[r], row, 1)
             self.slots[r].changed.connect(self._changed)
+            self.slots[r].edited.connect(self._edited)
         self.demo_btn = QPushButton("Use demo inputs")
         self.demo_btn.setToolTip("Fill the three slots with the tiny bundled demo (a few seconds to convert)")
         self.inspect_btn = QPushButton("Inspect")
@@ -177,13 +182,18 @@ class SourcesPanel(QGroupBox):
         if all(self.values()):
             self.request()
 
-    def request(self) -> None:
+    def _edited(self, _role: str, _text: str) -> None:
+        if all(self.values()):
+            self.request(quiet=True)
+
+    def request(self, quiet: bool = False) -> None:
+        """Ask for an inspection of the three inputs; ``quiet``: its problems are notes, not errors."""
         vals = self.values()
         missing = [LABELS[r] for r, v in zip(ROLES, vals, strict=True) if not v]
         if missing:
-            self.show_status(f"Still missing: {', '.join(missing)}.", "error")
+            self.show_status(f"Still missing: {', '.join(missing)}.", "" if quiet else "error")
             return
-        self.inspect_requested.emit(*vals)
+        (self.inspect_quietly if quiet else self.inspect_requested).emit(*vals)
 
     def show_status(self, text: str, kind: str = "") -> None:
         """The status line; ``kind`` 'error' shows it as one."""

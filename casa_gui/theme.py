@@ -92,3 +92,8 @@ def style_plot_widget(w: pg.GraphicsView) -> None:
         if isinstance(item, pg.AxisItem):
             item.setPen(c.foreground)
             item.setTextPen(c.foreground)
+            item.labelStyle = {**item.labelStyle, "color": c.foreground}
+            item._updateLabel()
+        elif isinstance(item, pg.LabelItem) and item.text:
+            # titles keep their text and size, in the new colour (they were drawn in the old one)
+            item.setText(item.text, **{**item.opts, "color": c.foreground})

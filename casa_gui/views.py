@@ -49,8 +49,8 @@ class ViewTabs(QTabWidget):
             self.pages[key].set_result(info.result)
 
     def show_overview(self, data) -> None:
-        modules, results, drift = data
-        self.overview.set_data(modules, results, drift, self.state.selected)
+        modules, results, drift, positions = data
+        self.overview.set_data(modules, results, drift, self.state.selected, positions)
         self.rank.set_results([results[m] for m in modules if m in results])
 
     def show_compared(self, data) -> None:
@@ -73,6 +73,34 @@ class ViewTabs(QTabWidget):
                 name = "overview" if key == "overview" else f"{stem}-{key}"
                 out.append(page.export_png(folder / f"{name}.png"))
         log.info("wrote %d plots to %s", len(out), folder)
+        return out
+
+    def export_current_view(self, folder, modules: list[str], results: dict, progress=None) -> list[Path]:
+        """The current layer page's view of each of ``modules`` as ``<module>-<page>.png`` in ``folder``.
+
+        ``progress(i, n)`` is called after each and may return False to stop. The selected layer is
+        drawn again at the end.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        key = next((k for k, p in self.pages.items() if p is self.currentWidget()), "routing")
+        if key not in LAYER_PAGES:
+            key = "routing"
+        page = self.pages[key]
+        shown = page.result
+        out = []
+        try:
+            for i, m in enumerate(modules):
+                res = results.get(m)
+                if res is not None:
+                    page.set_result(res)
+                    if page.showing_view:
+                        out.append(page.export_png(folder / f"{m.replace('/', '_')}-{key}.png"))
+                if progress is not None and progress(i + 1, len(modules)) is False:
+                    break
+        finally:
+            page.set_result(shown)
+        log.info("wrote the %s view of %d layers to %s", key, len(out), folder)
         return out
 
     def restore_layout(self, qs) -> None:

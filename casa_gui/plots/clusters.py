@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QHBoxLayout, QLabel
+from PySide6.QtWidgets import QLabel, QSizePolicy
 
 from .. import theme
 from .common import (
@@ -14,8 +14,9 @@ from .common import (
     cluster_colors,
     diverging_map,
     figure,
+    loose_title,
+    matrices_png,
     matrix_plot,
-    png_export,
     set_matrix,
     setting,
     strip_rgba,
@@ -23,6 +24,7 @@ from .common import (
 )
 
 PANELS = (("c_lora", "C_lora by cluster"), ("c_casa", "C_casa by cluster"))
+EXPORT_EXTRA = 130 + 420      # the colour bar and the cluster sizes beside the maps
 
 
 class ClusterView(PlotPage):
@@ -41,10 +43,22 @@ class ClusterView(PlotPage):
                                    label="routing value")
         self.bar.setImageItem(self.images)
         self.glw.addItem(self.bar, 0, len(PANELS))
+        # the width the square maps leave: how large each cluster is, in the maps' order and colours
+        self.sizes = pg.PlotItem(title="cluster sizes")
+        self.sizes.titleLabel.setText("cluster sizes", size="10pt")
+        loose_title(self.sizes)
+        self.sizes.setLabel("bottom", "cluster, in map order")
+        self.sizes.setLabel("left", "directions")
+        self.sizes.getAxis("left").enableAutoSIPrefix(False)
+        self.sizes.showGrid(y=True, alpha=0.25)
+        self.sizes.hideButtons()
+        self.sizes.setMouseEnabled(x=True, y=False)
+        self.glw.addItem(self.sizes, 0, len(PANELS) + 1)
+        self._size_bars = None
         self.info = QLabel("")
-        row = QHBoxLayout()
-        row.addWidget(self.info, 1)
-        self.body.insertLayout(0, row)
+        self.info.setWordWrap(True)
+        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.body.insertWidget(0, self.info)
         self.glw.scene().sigMouseMoved.connect(self._hover)
         self._extra: list = []
 
@@ -91,6 +105,13 @@ class ClusterView(PlotPage):
                 self._extra.append((p, line))
             p.autoRange(padding=0.02)
         sizes = np.bincount(codes)
+        if self._size_bars is not None:
+            self.sizes.removeItem(self._size_bars)
+        self._size_bars = pg.BarGraphItem(x=np.arange(sizes.size), height=sizes, width=0.85, pen=None,
+                                          brushes=[pg.mkBrush(colors[i % len(colors)]) for i in range(sizes.size)])
+        self.sizes.addItem(self._size_bars)
+        self.sizes.setXRange(-0.6, sizes.size - 0.4, padding=0)
+        self.sizes.setYRange(0, float(sizes.max()) * 1.05, padding=0)
         self.info.setText(f"{res.name}: top {k} directions in {figure(res, 'clusters')} clusters "
                           f"(largest {int(sizes.max())}, singletons {int((sizes == 1).sum())}); "
                           f"τ = {setting(res, 'tau'):g}; outlined blocks: clusters of 2 or more")
@@ -116,4 +137,4 @@ class ClusterView(PlotPage):
             return
 
     def export_png(self, path):
-        return png_export(self.glw.scene(), path)
+        return matrices_png(self, path, extra=EXPORT_EXTRA)

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 import pyqtgraph.exporters
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QLabel, QStackedLayout, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QSizePolicy, QStackedLayout, QVBoxLayout, QWidget
 
 from .. import theme
 
@@ -34,9 +34,61 @@ def symmetric_level(*arrays, percentile: float | None = None) -> float:
     return float(np.percentile(vals, percentile) if percentile else vals.max())
 
 
+class IndexAxis(pg.AxisItem):
+    """Whole-number ticks at the centres of a matrix's cells (``step`` entries per cell when pooled),
+    labelled with the first index the cell covers."""
+
+    def __init__(self, orientation: str):
+        super().__init__(orientation)
+        self.step = 1
+        self.extent: float | None = None        # entries along this axis: no tick beyond them
+        self.enableAutoSIPrefix(False)
+
+    def tickValues(self, minVal, maxVal, size):
+        minVal, maxVal = sorted((minVal, maxVal))     # an inverted axis (rows down) gives them reversed
+        if self.extent is not None and maxVal > minVal:
+            full = maxVal - minVal
+            minVal, maxVal = max(minVal, 0.0), min(maxVal, self.extent)
+            size *= max(maxVal - minVal, 0.0) / full      # the pixels the matrix itself spans
+        span = maxVal - minVal
+        if span <= 0 or size <= 0:
+            return []
+        digits = len(str(int(max(abs(minVal), abs(maxVal), 1))))
+        most = max(3, int(size / (8 * digits + 28)))     # room for each label, and at least three
+        spacing = self.step
+        for nice in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+            spacing = nice * self.step
+            if span / spacing <= most:
+                break
+        first = int(np.ceil((minVal - self.step / 2) / spacing)) * spacing
+        values = [v + self.step / 2 for v in range(max(first, 0), int(maxVal) + 1, int(spacing))
+                  if minVal <= v + self.step / 2 <= maxVal]
+        return [(spacing, values)]
+
+    def tickStrings(self, values, scale, spacing):
+        return [str(int(round(v - self.step / 2))) for v in values]
+
+
+def loose_title(plot: pg.PlotItem) -> None:
+    """The plot's title never sets its minimum width (a long title is cut, the window stays narrow)."""
+    label = plot.titleLabel
+    fitted = label.updateMin
+
+    def update_min():
+        fitted()
+        label.setMinimumWidth(0)
+        label._sizeHint[Qt.SizeHint.MinimumSize] = (0, label._sizeHint[Qt.SizeHint.MinimumSize][1])
+        label.updateGeometry()
+
+    label.updateMin = update_min
+    update_min()
+
+
 def matrix_plot(title: str) -> tuple[pg.PlotItem, pg.ImageItem]:
-    """A plot holding one matrix image: rows down, columns right, square pixels."""
-    p = pg.PlotItem(title=title)
+    """A plot holding one matrix image: rows down, columns right, square pixels, ticks on the cells."""
+    p = pg.PlotItem(axisItems={"bottom": IndexAxis("bottom"), "left": IndexAxis("left")})
+    p.setTitle(title, size="10pt")
+    loose_title(p)
     img = pg.ImageItem(axisOrder="row-major")
     p.addItem(img)
     p.invertY(True)
@@ -53,6 +105,14 @@ def set_matrix(img: pg.ImageItem, arr: np.ndarray, step: int, level: float) -> N
     img.setImage(a, levels=(-level, level), autoLevels=False)
     h, w = a.shape
     img.setRect(QRectF(0, 0, w * step, h * step))
+    view = img.getViewBox()
+    plot = view.parentItem() if view is not None else None
+    for name, extent in (("bottom", w * step), ("left", h * step)):
+        axis = plot.getAxis(name) if isinstance(plot, pg.PlotItem) else None
+        if isinstance(axis, IndexAxis):
+            axis.step, axis.extent = step, extent
+            axis.picture = None
+            axis.update()
 
 
 def strip_rgba(values: np.ndarray, colors: list[QColor]) -> np.ndarray:
@@ -105,6 +165,26 @@ def png_export(item, path: Path) -> Path:
     return Path(path)
 
 
+def matrices_png(page, path: Path, side: int = 420, extra: int = 130) -> Path:
+    """A matrix page's panels as a PNG, each drawn square at about ``side`` pixels and fitted to its data,
+    whatever the window's size: a twin of the page, never shown on screen and kept for the next export,
+    draws the same layer with the same options at that size (the window's own view stays as it is)."""
+    twin = getattr(page, "_export_twin", None)
+    if twin is None:
+        twin = page._export_twin = type(page)()
+        twin.setParent(page, Qt.WindowType.Window)     # a window of its own, deleted with the page
+        twin.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)
+    twin.copy_options(page)
+    n = len(twin.plots)
+    twin.resize(n * side + extra, side + 90)
+    twin.show()
+    twin.set_result(page.result)
+    QApplication.processEvents()            # the layout follows the size before the picture is taken
+    for p in twin.plots:
+        p.autoRange(padding=0.02)
+    return png_export(twin.glw.scene(), path)
+
+
 class PlotPage(QWidget):
     """A page that shows a message until there is something to draw."""
 
@@ -124,6 +204,7 @@ class PlotPage(QWidget):
         self.body.addLayout(self._stack, 1)
         self.hover = QLabel(" ")
         self.hover.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hover.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.body.addWidget(self.hover)
 
     def accept(self, res, nothing: str) -> bool:
@@ -132,6 +213,7 @@ class PlotPage(QWidget):
         ``nothing`` says what is missing when the layer's method made no pictures.
         """
         self.result = res
+        self.hover.setText(" ")     # what the pointer read on the layer shown before
         if res is None:
             self.show_message(self.empty_text)
             return False
@@ -154,6 +236,9 @@ class PlotPage(QWidget):
     def restyle(self) -> None:
         for w in self.findChildren(pg.GraphicsView):
             theme.style_plot_widget(w)
+
+    def copy_options(self, other) -> None:
+        """Take another page's display options (a twin drawn for export); a page with none has nothing to do."""
 
 
 def figure(res, name: str):

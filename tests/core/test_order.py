@@ -126,7 +126,7 @@ def test_thresholds_are_ordered_and_documented():
 
 
 def test_model_verdict_counts_its_layers():
-    g, c, p = (layer_verdict({"energy_kept": e}) for e in (0.99, 0.9, 0.5))
+    g, c, p = (layer_verdict({"energy_kept": e}) for e in (0.99, 0.8, 0.5))
     assert model_verdict([g] * 20).level == GOOD
     assert model_verdict([g] * 19 + [p]).level == CHECK            # one poor layer in twenty: check it
     assert model_verdict([g] * 8 + [p] * 2).level == POOR          # a tenth of them poor

@@ -21,6 +21,26 @@ def private_config(tmp_path, monkeypatch):
     return tmp_path / "config"
 
 
+@pytest.fixture(autouse=True)
+def answers(monkeypatch):
+    """The window's yes / no questions, answered without a dialog: ``answers.append(False)`` says No to the
+    next one; unanswered questions get Yes. ``answers.asked`` lists the titles asked."""
+    from casa_gui.main_window import MainWindow
+
+    class Answers(list):
+        asked: list
+
+    given = Answers()
+    given.asked = []
+
+    def ask(self, title, text):
+        given.asked.append(title)
+        return given.pop(0) if given else True
+
+    monkeypatch.setattr(MainWindow, "ask", ask)
+    return given
+
+
 @pytest.fixture
 def window(qtbot, qapp):
     from casa_gui import theme
@@ -67,8 +87,8 @@ def slow_layers(monkeypatch):
 
     real = Conversion.layers
 
-    def slow(self, settings, options, cancel=None):
-        for res in real(self, settings, options, cancel):
+    def slow(self, settings, options, cancel=None, **kw):
+        for res in real(self, settings, options, cancel, **kw):
             time.sleep(0.15)
             yield res
 

@@ -84,6 +84,9 @@ def test_self_test_renders_every_view(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "self-test: passed" in p.stderr and "FAIL" not in p.stderr
     assert out.is_file() and out.stat().st_size > 20_000
+    from PySide6.QtGui import QImage
+
+    assert QImage(str(out)).width() <= 1366          # the screenshot of a window that fits a laptop
 
 
 def test_documentation_screenshots_regenerate(tmp_path):

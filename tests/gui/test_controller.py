@@ -95,7 +95,7 @@ def test_the_selected_layer_lives_in_the_state_only(converted, qtbot):
     assert w.table.current_module() == layers[5] and w.overview.selected == 5
     assert w.heatmap.result.name == w.spectra.result.name == w.risk.result.name == layers[5]
     assert w.override.module == layers[5]
-    w.table.setCurrentIndex(w.table.model_.index(w.table.model_.row_of(layers[9]), 0))   # the table drives it
+    w.table.setCurrentIndex(w.table.proxy.mapFromSource(w.table.model_.index(w.table.model_.row_of(layers[9]), 0)))
     assert state.selected == layers[9] and w.overview.selected == 9 and w.clusters.result.name == layers[9]
     w.overview.layer_clicked.emit(layers[2])        # and so does the overview
     assert state.selected == layers[2] and w.table.current_module() == layers[2]

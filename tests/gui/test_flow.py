@@ -11,8 +11,11 @@ from safetensors import safe_open
 from casa_core.conversion import Conversion
 from casa_core.resources import demo_inputs
 from casa_core.settings import RunOptions, TransferSettings
+from casa_gui.layer_table import COLUMNS
 
 from .conftest import convert
+
+OVERRIDE = COLUMNS.index("Override")
 
 
 def read_all(path):
@@ -36,7 +39,7 @@ def test_inspection_fills_the_layer_table(demo_window):
     assert all(r.status == "will transfer" for r in model.rows)
     assert len(w.controller.session.drift) == 32 and all(0 < v < 0.1 for v in w.controller.session.drift.values())
     assert "32 layers will transfer" in w.sources.status.text()
-    assert w.table.current_module() == "blocks.0.cross_attn.k"
+    assert w.table.current_module() == "text_embedding.0"          # the network's order: embeddings first
 
 
 def test_run_select_and_export_matches_cli(demo_window, qtbot, tmp_path):
@@ -93,7 +96,7 @@ def test_one_layer_override_rearbitrates_without_new_svd(converted, qtbot, tmp_p
     assert w.controller.session.results["blocks.0.ffn.2"] is other_before          # other layers untouched
     assert w.controller.session.overrides[module].params.q_act == 0.3
     assert w.override.list.count() == 1 and module in w.override.list.item(0).text()
-    assert "q_act 0.3" in w.table.model_.data(w.table.model_.index(w.table.model_.row_of(module), 11))
+    assert "q_act 0.3" in w.table.model_.data(w.table.model_.index(w.table.model_.row_of(module), OVERRIDE))
 
     # a second change on the same layer uses the same cache
     w.override.params.spins["tau"].setValue(0.9)
@@ -201,5 +204,6 @@ def test_an_override_may_change_the_layers_method(converted, qtbot):
     assert w.controller.session.overrides[module] == TransferSettings("direct")
     assert "direct method draws no routing" in w.heatmap.message.text() and w.heatmap.info.text() == ""
     row = w.table.model_.row_of(module)
-    assert w.table.model_.data(w.table.model_.index(row, 6)) == ""          # no k for this method
-    assert "Direct" in w.table.model_.data(w.table.model_.index(row, 11))
+    assert w.table.model_.data(w.table.model_.index(row, COLUMNS.index("k"))) == "–"     # no k for this method
+    assert w.table.model_.data(w.table.model_.index(row, COLUMNS.index("Energy kept"))) == "–"   # nothing cut
+    assert "Direct" in w.table.model_.data(w.table.model_.index(row, OVERRIDE))

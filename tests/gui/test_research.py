@@ -25,7 +25,7 @@ def test_the_table_and_the_rank_page_show_what_a_layer_does(converted, qtbot, tm
     assert text["LoRA restored"] == f"{res.effect.lora_restored_share:.2f}"
     assert text["Drift undone"] == f"{res.effect.drift_undone:.3f}"
     assert 0 < float(text["LoRA reused"]) < 1
-    assert np.isfinite(w.overview.values["dominant_share"]).all() and (w.overview.values["n_capped"] > 0).all()
+    assert np.isfinite(w.overview.values["dominant_share"]).all() and (w.overview.values["capped"] > 0).all()
     w.tabs.setCurrentWidget(w.tabs.rank)
     page = w.tabs.rank
     qtbot.waitUntil(lambda: page.showing_view, timeout=5_000)

@@ -65,3 +65,52 @@ def test_only_session_drives_the_conversion():
                 used |= {a.name for a in node.names}
         if path.name not in ("session.py", "headless.py"):
             assert "Conversion" not in used, path.name
+
+
+LDD_OUTPUT = """\
+	linux-vdso.so.1 (0x00007ffd)
+	libQt6XcbQpa.so.6 => /venv/PySide6/Qt/lib/libQt6XcbQpa.so.6 (0x00007f)
+	libxcb-icccm.so.4 => not found
+	libxcb-cursor.so.0 => /lib/x86_64-linux-gnu/libxcb-cursor.so.0 (0x00007f)
+	libxcb-keysyms.so.1 => not found
+	libxcb-icccm.so.4 => not found
+"""
+
+
+def test_missing_x11_libraries_are_named_with_their_packages():
+    from casa_gui.qt_libs import PACKAGES, missing_message, parse_ldd
+
+    libs = parse_ldd(LDD_OUTPUT)
+    assert libs == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]
+    msg = missing_message(libs)
+    assert "\n" not in msg and "libxcb-icccm.so.4, libxcb-keysyms.so.1" in msg
+    assert "sudo apt install libxcb-icccm4 libxcb-keysyms1" in msg
+    # the README's package list for the pip route is the same list
+    readme = (ROOT / "README.md").read_text()
+    line = next(t for t in readme.splitlines() if t.startswith("`sudo apt install libegl1"))
+    assert set(line.strip("`").split()[3:]) == set(PACKAGES.values())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the xcb plugin is Linux's")
+def test_this_machine_has_what_the_xcb_plugin_needs():
+    from casa_gui.qt_libs import missing_libraries, uses_xcb, xcb_plugin
+
+    assert xcb_plugin() is not None and missing_libraries() == []
+    assert uses_xcb({"DISPLAY": ":0"}) and not uses_xcb({"DISPLAY": ":0", "QT_QPA_PLATFORM": "offscreen"})
+    assert not uses_xcb({"WAYLAND_DISPLAY": "wayland-0"}) and uses_xcb({"QT_QPA_PLATFORM": "xcb"})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the xcb plugin is Linux's")
+def test_start_up_names_the_missing_libraries_in_one_line(tmp_path, monkeypatch, capsys):
+    from casa_gui import app, qt_libs
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    fake_ldd = tmp_path / "ldd"
+    fake_ldd.write_text(f"#!/bin/sh\ncat <<'X'\n{LDD_OUTPUT}X\n")
+    fake_ldd.chmod(0o755)
+    monkeypatch.setattr(qt_libs.shutil, "which", lambda name: str(fake_ldd))
+    assert app.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "libxcb-keysyms.so.1" in err and "apt install" in err

@@ -26,7 +26,8 @@ RESOURCES = ROOT / "resources"
 # What the app needs at run time, relative to the resources folder.
 NEEDED = ["demo/base.safetensors", "demo/lora.safetensors", "demo/target/model_index.json",
           "demo/target/transformer/config.json", "demo/target/transformer/diffusion_pytorch_model.safetensors",
-          "icons/casa-studio.png", "icons/casa-studio.ico", "icons/casa-studio-256.png", "casa-studio.desktop"]
+          "icons/casa-studio.png", "icons/casa-studio.ico", "icons/casa-studio-256.png", "casa-studio.desktop",
+          "help/numbers.md"]
 PROBE = ("from casa_core.resources import resource_dir, demo_inputs, method_doc; print(resource_dir()); "
          "print(demo_inputs()['base']); print(method_doc())")
 METHOD_DOC = ROOT / "docs" / "method.md"
