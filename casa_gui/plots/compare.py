@@ -36,6 +36,9 @@ class CompareView(PlotPage):
         for combo in (self.first, self.second):
             for m in methods.available():
                 combo.addItem(m.label, m.name)
+            # a long method label must not widen the window (the list shows it in full)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         self.second.setCurrentIndex(min(1, self.second.count() - 1))
         self.go = QPushButton("Compare")
         self.go.setToolTip("convert every layer with both methods in one pass (each layer decomposed once)")
