@@ -18,6 +18,11 @@ def private_config(tmp_path, monkeypatch):
     """Settings, layout and logs go to tmp_path, never to the user's config."""
     monkeypatch.setenv("CASA_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("CASA_LOG_DIR", str(tmp_path / "logs"))
+    # the windows of earlier tests are collected now, on this (the GUI) thread, not in the middle of this
+    # test's run, where a collection of a whole window's cycles stalls the event loop for a second
+    import gc
+
+    gc.collect()
     return tmp_path / "config"
 
 
