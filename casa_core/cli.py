@@ -17,7 +17,13 @@ from .errors import Cancelled, CasaError
 def _add_sources(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", help="base model: .safetensors file, sharded index.json, diffusers folder, "
                    "pickled .pt/.pth/.ckpt, or a Hugging Face repo id org/name[@revision][:subfolder]")
-    p.add_argument("--target", help="distilled target model (same kinds of input as --base)")
+    p.add_argument("--target", help="distilled target model (same kinds of input as --base); may be left out "
+                   "when --target-lora gives the distillation as LoRAs on the base")
+    p.add_argument("--target-lora", action="append", metavar="PATH[:STRENGTH]", default=None,
+                   help="a distillation LoRA (lightx2v, CausVid, Wan2.2-Lightning ...) that, stacked on the base "
+                   "(or on --target), makes the target; repeat to stack several; strength 1 by default")
+    p.add_argument("--expert", choices=("high", "low"), default=None,
+                   help="two-expert models (Wan2.2 A14B): the expert the LoRA was trained for")
     p.add_argument("--lora", help="LoRA trained on the base: .safetensors file, PEFT folder, or a Hugging Face "
                    "repo id (LoRA, LoHa and LoKr layers)")
     p.add_argument("--lora-file", metavar="NAME", help="which file to use when the LoRA folder or repo holds several")
@@ -88,7 +94,7 @@ class _MethodList:
 _FLAGS = {"device": "--device", "rank": "--rank", "precision": "--precision", "format": "--format",
           "dtype": "--dtype", "workers": "--workers", "layers": "--layers", "lora_file": "--lora-file",
           "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output",
-          "report": "--report", "max_rank": "--max-rank"}
+          "report": "--report", "max_rank": "--max-rank", "target_lora": "--target-lora", "expert": "--expert"}
 
 
 def _flag(setting: str) -> str:
@@ -149,12 +155,15 @@ def _fill_demo(args) -> None:
 
 def _sources(args):
     _fill_demo(args)
-    missing = [f"--{r}" for r in ("base", "target", "lora") if not getattr(args, r)]
+    missing = [f"--{r}" for r in ("base", "target", "lora") if not getattr(args, r)
+               and not (r == "target" and args.target_lora)]
     if missing:
-        raise CasaError(f"missing {', '.join(missing)}", "give all three inputs, or --demo for the bundled demo")
+        raise CasaError(f"missing {', '.join(missing)}", "give all three inputs (the target as a checkpoint, or as "
+                        "distillation LoRAs with --target-lora), or --demo for the bundled demo")
     from .conversion import Conversion
 
-    return Conversion.open(args.base, args.target, args.lora, lora_file=args.lora_file, layers=args.layers)
+    return Conversion.open(args.base, args.target, args.lora, target_loras=args.target_lora or (),
+                           expert=args.expert, lora_file=args.lora_file, layers=args.layers)
 
 
 class _Progress:
@@ -221,6 +230,8 @@ def cmd_convert(args) -> int:
         _say(f"wrote {out.path} ({out.format}, {out.tensors} tensors, {out.bytes / 1e6:.1f} MB): "
               f"{t.layers} layers in {t.seconds:.1f}s, {len(report.passthrough_keys)} keys passed through, "
               f"mean energy kept {t.mean_energy_kept:.3f}", file=sys.stderr)
+        for line in _stack_notes(conv.plan.target):
+            _say(line, file=sys.stderr)
         if out.dropped:
             _say(f"note: the {out.format} layout cannot hold {len(out.dropped)} pass-through keys "
                   f"(e.g. {out.dropped[0]}); they were left out; use --format same to keep them",
@@ -342,6 +353,17 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def _stack_notes(target) -> list[str]:
+    """What a user must know about an output made for a target given as distillation LoRAs."""
+    from .distillation import StackedTarget
+
+    if not isinstance(target, StackedTarget):
+        return []
+    stack = ", ".join(f"{d.lora.path.name} at strength {d.strength:g}" for d in target.loras)
+    return [f"note: load the converted LoRA together with the distillation LoRA(s) {stack}, on the "
+            f"{'base' if target.on_base else 'target'} model: it was converted for that stack"]
+
+
 def cmd_inspect(args) -> int:
     """What matches between any two or three inputs, and why not; the plan when all three fit."""
     import json
@@ -352,13 +374,18 @@ def cmd_inspect(args) -> int:
     from .sources.compat import verdicts
 
     _fill_demo(args)
-    given = [r for r in ("base", "target", "lora") if getattr(args, r)]
+    given = [r for r in ("base", "target", "lora") if getattr(args, r) or (r == "target" and args.target_lora)]
     if len(given) < 2:
-        raise CasaError("inspect needs at least two of --base, --target and --lora",
+        raise CasaError("inspect needs at least two of --base, --target (or --target-lora) and --lora",
                         "give two inputs to compare, three to see the plan, or --demo")
-    base = open_model(args.base, "base") if args.base else None
-    target = open_model(args.target, "target") if args.target else None
+    from .experts import check_choice
+    from .sources import open_target
+
+    base = open_model(args.base, "base", expert=args.expert) if args.base else None
+    target = open_target(args.target, args.target_lora or (), base=base, expert=args.expert) \
+        if "target" in given else None
     lora = open_lora(args.lora, lora_file=args.lora_file) if args.lora else None
+    check_choice(args.expert, [base, target], [lora])
     checks = verdicts(base, target, lora)
     plan = error = None
     if len(given) == 3:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import methods
 from .compute import Compute, release_freed_memory
+from .distillation import DriftParts, StackedTarget
 from .errors import Cancelled, CasaError, OutOfMemory
 from .layers import LayerResult, analyse_pair
 from .methods.base import LayerInput
@@ -58,15 +59,25 @@ class Conversion:
         self._kept: _Analysis | None = None
 
     @classmethod
-    def open(cls, base, target, lora, *, lora_file: str | None = None, layers: str | None = None,
-             progress=None, cancel: threading.Event | None = None) -> Conversion:
-        """Open the three inputs lazily (local paths or Hugging Face repo ids) and plan."""
-        from .sources import open_lora, open_model
+    def open(cls, base, target, lora, *, target_loras=(), expert: str | None = None, lora_file: str | None = None,
+             layers: str | None = None, progress=None, cancel: threading.Event | None = None) -> Conversion:
+        """Open the inputs lazily (local paths or Hugging Face repo ids) and plan.
+
+        ``target`` is a checkpoint, or None where the target is the base plus ``target_loras``:
+        distillation LoRAs, each ``(path or repo id, strength)``, a ``distillation.WeightedLora`` or
+        ``"PATH[:STRENGTH]"`` (``distillation.parse_weighted``), stacked on the target (or the base).
+        ``expert`` (``high`` / ``low``) picks one transformer of two-expert models (Wan2.2 A14B).
+        """
+        from .sources import open_lora, open_model, open_target
 
         hub = {"progress": progress, "cancel": cancel}
-        sources = (open_model(base, "base", **hub), open_model(target, "target", **hub),
-                   open_lora(lora, lora_file=lora_file, **hub))
-        return cls(make_plan(*sources, layers=layers))
+        base_src = open_model(base, "base", expert=expert, **hub)
+        target_src = open_target(target, target_loras, base=base_src, expert=expert, **hub)
+        lora_src = open_lora(lora, lora_file=lora_file, **hub)
+        from .experts import check_choice
+
+        check_choice(expert, [base_src, target_src], [lora_src])
+        return cls(make_plan(base_src, target_src, lora_src, layers=layers))
 
     # ---- questions about the plan ---------------------------------------------
 
@@ -202,6 +213,8 @@ class Conversion:
         from .outputs import Protected
 
         prot = Protected()
+        for f in getattr(self.plan.target, "files", list)():    # distillation LoRAs
+            prot.add_file(f)
         for src in (self.plan.base, self.plan.target):
             for f in src.store.files:
                 prot.add_file(f)
@@ -255,6 +268,13 @@ class Conversion:
             "target": _model_identity(plan.target, options.provenance_paths),
             "lora": _lora_identity(plan.lora, lora_sha, options.provenance_paths),
         }
+        if isinstance(plan.target, StackedTarget):
+            # the output is meant for the model with those distillation LoRAs loaded beside it
+            provenance["stack_with"] = [{"name": d.lora.identity if d.lora.from_hub else Path(d.lora.path).name,
+                                         "strength": d.strength} for d in plan.target.loras]
+            provenance["usage"] = ("load together with " + ", ".join(
+                f"{e['name']} at strength {e['strength']:g}" for e in provenance["stack_with"])
+                + f" on the {'base' if plan.target.on_base else 'target'} model")
         self.last_export = write_lora(plan, results, output, out_format=options.out_format,
                                       out_dtype=options.out_dtype, provenance=provenance)
         return self.last_export
@@ -356,7 +376,14 @@ class Conversion:
 def _model_identity(model, with_path: bool = False):
     """A hub model as repo@commit; a local one by name, size and the sha256 of what its headers say
     (names, dtypes, shapes, offsets, metadata, as the store read them; hashing the weights of a
-    28-57 GB checkpoint would take minutes), never by its absolute path unless ``with_path``."""
+    28-57 GB checkpoint would take minutes), never by its absolute path unless ``with_path``.
+    A target with distillation LoRAs: its model (``base`` where it is the base) and each LoRA."""
+    if isinstance(model, StackedTarget):
+        from .export import sha256_file
+
+        return {"model": "base" if model.on_base else _model_identity(model.model, with_path),
+                "distillation_loras": [{"lora": _lora_identity(d.lora, sha256_file(d.lora.path), with_path),
+                                        "strength": d.strength} for d in model.loras]}
     if model.from_hub:
         return model.identity
     import hashlib
@@ -381,11 +408,13 @@ def _lora_identity(lora, sha256: str, with_path: bool = False):
 # ---- computing one layer ----------------------------------------------------------
 
 def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = methods.DEFAULT, params=None,
-                  dtype=None, device="cpu", exact: bool = False, spectra: bool = False, consume: bool = False):
+                  dtype=None, device="cpu", exact: bool = False, spectra: bool = False, consume: bool = False,
+                  drift=None):
     """One layer's analysis for ``method`` from its tensors (the conversion, benchmarks, tests).
 
     ``params``: the method's parameters the analysis may be narrowed to (None: valid for any).
     ``consume``: W_t is the caller's own copy in ``dtype`` on ``device``, to be overwritten.
+    ``drift``: D_fft given in place of W_t (``layers.analyse_pair``).
     The result goes to ``methods.get(method).conclude``.
     """
     import torch
@@ -394,7 +423,7 @@ def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = meth
     pair = None
     if m.uses_models:
         pair = analyse_pair(name, W_s, W_t, dtype=dtype or torch.float32, device=device, exact=exact,
-                            spectra=spectra, consume=consume)
+                            spectra=spectra, consume=consume, drift=drift)
     return m.analyse(LayerInput(name, B, A, scale), pair, params, spectra=spectra)
 
 
@@ -405,10 +434,16 @@ def _cuda_oom():
 
 
 def _read_layer(plan: Plan, lp: LayerPlan, models: bool = True) -> list:
-    """[W_s, W_t, B, A] of one layer (a list, so that whoever computes it can let go of them)."""
+    """[W_s, W_t, B, A] of one layer (a list, so that whoever computes it can let go of them).
+
+    A target with distillation LoRAs gives W_t as the parts of its drift (``DriftParts``).
+    """
     wkey = f"{lp.module}.weight"
     lora = [plan.lora.read(lp.pair.up_key), plan.lora.read(lp.pair.down_key)]
-    return [plan.base.read(wkey), plan.target.read(wkey), *lora] if models else [None, None, *lora]
+    if not models:
+        return [None, None, *lora]
+    target = plan.target.read_drift(wkey) if isinstance(plan.target, StackedTarget) else plan.target.read(wkey)
+    return [plan.base.read(wkey), target, *lora]
 
 
 def _analyse(plan: Plan, lp: LayerPlan, method, params, compute: Compute, *, spectra: bool, tensors=None):
@@ -429,9 +464,13 @@ def _pair(lp: LayerPlan, W_s, W_t, compute: Compute, spectra: bool):
     """The layer's PairState from the file's tensors (as ``analyse_layer`` makes it)."""
     # the file's copies (bf16 as a rule) go now; W_t's own copy becomes D_fft in place
     W_s = W_s.to(device=compute.device, dtype=compute.dtype)
-    W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
+    drift = None
+    if isinstance(W_t, DriftParts):     # a target of distillation LoRAs: D_fft from its parts
+        drift, W_t = W_t.drift(W_s, compute.dtype, compute.device), None
+    else:
+        W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
     return analyse_pair(lp.module, W_s, W_t, dtype=compute.dtype, device=compute.device, exact=compute.exact,
-                        spectra=spectra, consume=True)
+                        spectra=spectra, consume=True, drift=drift)
 
 
 class _LayerJob:

@@ -57,12 +57,12 @@ def _pair_keys(lp, writer, family) -> tuple[str, str, str | None]:
 
 
 def architecture(plan) -> str:
-    """``modelspec.architecture``: from the base's hidden size, else from the first layer's input width."""
+    """``modelspec.architecture``: the family's name for the base (its size, its expert), else from the
+    first layer's input width."""
     family = plan.base.family
-    dim = family.hidden_size(plan.base)
-    if dim is None:
-        dim = plan.layers[0].shape[1] if plan.layers else 0
-    return family.architecture(dim)
+    if family.hidden_size(plan.base) is not None:
+        return family.model_architecture(plan.base)
+    return family.architecture(plan.layers[0].shape[1] if plan.layers else 0)
 
 
 def factor_dtype(plan, out_dtype: str = "same"):

@@ -44,6 +44,77 @@ def sq_norm(a: torch.Tensor) -> float:
     return float(sum(float(a[i:i + rows].square().sum()) for i in range(0, a.shape[0], rows)))
 
 
+class LowRank:
+    """A matrix held as ``P @ Q`` (m x r, r x n, r small): products with it never form it.
+
+    A target given as the base plus distillation LoRAs has such a drift (``distillation``).
+    It answers what the engine asks of a drift (``@`` on either side, ``.T``, ``-``, ``shape``,
+    ``sq_norm``); anything else (``__torch_function__``, other attributes) sees the dense matrix.
+    """
+
+    def __init__(self, P: torch.Tensor, Q: torch.Tensor):
+        self.P, self.Q = P, Q
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.P.shape[0], self.Q.shape[1]))
+
+    @property
+    def dtype(self):
+        return self.P.dtype
+
+    @property
+    def device(self):
+        return self.P.device
+
+    @property
+    def T(self) -> LowRank:
+        return LowRank(self.Q.T, self.P.T)
+
+    @property
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.P, self.Q
+
+    def __neg__(self) -> LowRank:
+        return LowRank(-self.P, self.Q)
+
+    def __matmul__(self, Y):
+        if isinstance(Y, LowRank):
+            return LowRank(self.P, (self.Q @ Y.P) @ Y.Q)
+        return self.P @ (self.Q @ Y)
+
+    def __rmatmul__(self, X):
+        return (X @ self.P) @ self.Q
+
+    def dense(self) -> torch.Tensor:
+        return self.P @ self.Q
+
+    def sq_norm(self) -> float:
+        """||P Q||_F^2 = <P^T P, Q Q^T>, from r x r matrices."""
+        return float(((self.P.T @ self.P) * (self.Q @ self.Q.T)).sum())
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.__matmul__, torch.matmul) and len(args) == 2 and isinstance(args[1], LowRank) \
+                and not isinstance(args[0], LowRank):
+            return args[1].__rmatmul__(args[0])
+
+        def dense(x):
+            return x.dense() if isinstance(x, LowRank) else x
+
+        return func(*(dense(a) for a in args), **{k: dense(v) for k, v in (kwargs or {}).items()})
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("P", "Q"):
+            raise AttributeError(name)
+        return getattr(self.dense(), name)
+
+
+def dense(M) -> torch.Tensor:
+    """A matrix as a tensor (a ``LowRank`` formed)."""
+    return M.dense() if isinstance(M, LowRank) else M
+
+
 class Operator:
     """A matrix held as a sum of products, ``D = sum_i F_i1 @ F_i2 @ ...``, applied to blocks
     of vectors without ever being formed.
@@ -54,7 +125,9 @@ class Operator:
 
     def __init__(self, terms: list[tuple[torch.Tensor, ...]], shape: tuple[int, int],
                  sq_norm: float | None = None):
-        self.terms = terms
+        # a LowRank factor is its two factors: the chain stays a product of tensors
+        self.terms = [tuple(g for f in chain for g in (f.factors if isinstance(f, LowRank) else (f,)))
+                      for chain in terms]
         self.shape = shape
         self._sq_norm = sq_norm
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .compute import sync
-from .factorization import sq_norm
+from .factorization import LowRank, dense, sq_norm
 from .spectral import thin_svd
 
 
@@ -30,7 +30,7 @@ class PairState:
     U: torch.Tensor | None            # left singular vectors; None: applied as Ws @ (Vsi @ .)
     sigma: torch.Tensor
     V: torch.Tensor
-    D_fft: torch.Tensor               # W_t - W_s
+    D_fft: torch.Tensor | LowRank     # W_t - W_s (low-rank where it is distillation LoRAs' alone)
     X: torch.Tensor | None            # U^T D_fft (p x n), kept for strictly tall layers
     Ws: torch.Tensor | None           # the base weight when U is None, or when spectra were asked for
     Vsi: torch.Tensor | None          # V / sigma when U is None: U = Ws @ Vsi
@@ -125,30 +125,38 @@ class Basis:
 
 
 def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exact: bool = False,
-                 spectra: bool = False, consume: bool = False, full_routing: bool = False) -> PairState:
+                 spectra: bool = False, consume: bool = False, full_routing: bool = False,
+                 drift=None) -> PairState:
     """The base's thin basis and the drift: steps 1 and 3 of the rule, without the LoRA.
 
     ``consume``: W_t is the caller's private copy, already in ``dtype`` on ``device``; it is
     overwritten (it becomes D_fft) instead of copied. ``full_routing``: compute C_fft in
     full now (rectangular layers always do: their X = U^T D_fft is needed anyway); square
-    layers otherwise compute the parts a method asks for.
+    layers otherwise compute the parts a method asks for. ``drift``: D_fft itself, in
+    ``dtype`` on ``device`` (a tensor the state may keep, or a ``factorization.LowRank``), in
+    place of W_t (a target given as the base plus distillation LoRAs).
     """
     t0 = time.perf_counter()
     device = torch.device(device)
     m, n = W_s.shape
     Ws = W_s.to(device=device, dtype=dtype)
-    Wt = W_t.to(device=device, dtype=dtype, copy=not consume)   # becomes D_fft in place
     transposed = m < n
+    if drift is not None:
+        D_fft = drift.T if transposed else drift
+    else:
+        Wt = W_t.to(device=device, dtype=dtype, copy=not consume)   # becomes D_fft in place
+        if transposed:
+            Wt = Wt.T
+        D_fft = Wt.sub_(Ws.T if transposed else Ws)
+        del Wt
     if transposed:
-        Ws, Wt = Ws.T, Wt.T
-    D_fft = Wt.sub_(Ws)
-    del Wt
+        Ws = Ws.T
     tall = Ws.shape[0] > Ws.shape[1]
     # tall layers never form U (m x n): U^T Y is computed as (V / sigma)^T (Ws^T Y)
     U, sigma, V, solver = thin_svd(Ws, exact, left=not tall)
     Vsi = None if U is not None else V / sigma
     ws_norm = float(sigma.double().norm())
-    dfft_sq = sq_norm(D_fft)
+    dfft_sq = D_fft.sq_norm() if isinstance(D_fft, LowRank) else sq_norm(D_fft)
     state = PairState(name, (m, n), transposed, exact, U, sigma, V, D_fft, None,
                       Ws if U is None or spectra else None, Vsi, dfft_sq,
                       dfft_sq ** 0.5 / ws_norm if ws_norm > 0 else 0.0, solver, 0.0)
@@ -157,7 +165,7 @@ def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exac
     if tall or full_routing:
         state.c_fft()
     if spectra:
-        state.sigma_target = torch.linalg.svdvals(Ws + D_fft)
+        state.sigma_target = torch.linalg.svdvals(Ws + dense(D_fft))
     sync(device)
     state.seconds = time.perf_counter() - t0
     return state

@@ -12,14 +12,38 @@ from .sources.hub import climbs
 from .tensorstore import TensorStore
 
 
-def weight_files(path: Path, role: str) -> list[Path]:
+def expert_folder(path: Path, role: str, expert: str | None) -> tuple[Path, str | None]:
+    """(the folder of the chosen expert, the expert) for a two-expert model's folder; (path, None) otherwise.
+
+    Such a model (Wan2.2 A14B: ``high_noise_model/`` + ``low_noise_model/``, or a diffusers folder
+    with ``transformer/`` + ``transformer_2/``) needs an expert; an expert it lacks is refused.
+    """
+    folders = {}
+    for fam in families.FAMILIES:
+        folders = fam.expert_folders(path) if hasattr(fam, "expert_folders") and path.is_dir() else {}
+        if folders:
+            break
+    if not folders:
+        return path, None
+    listed = ", ".join(f"{e} ({Path(f).name}/)" for e, f in folders.items())
+    if expert is None:
+        raise CasaError(f"{role} {path} holds two experts: {listed}",
+                        "choose the expert the LoRA was trained for", setting="expert", example="high")
+    if expert not in folders:
+        raise CasaError(f"{role} {path} has no expert {expert!r}; it holds {listed}",
+                        "choose one of those", setting="expert", example=next(iter(folders)))
+    return Path(folders[expert]), expert
+
+
+def weight_files(path: Path, role: str, expert: str | None = None) -> list[Path]:
     """The weight files that hold a model given as a file, index or folder.
 
     safetensors first; a pickled checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``)
-    only where a folder holds no safetensors.
+    only where a folder holds no safetensors. A two-expert folder gives the files of ``expert``.
     """
     if not path.exists():
         raise CasaError(f"{role} path {path} does not exist", "check the path")
+    path = expert_folder(path, role, expert)[0]
     if path.is_dir():
         if (path / "model_index.json").is_file() and (path / "transformer").is_dir():
             path = path / "transformer"
@@ -72,12 +96,15 @@ class ModelSource:
     the names; fp8 weights are read as float32, with their scale applied.
     """
 
-    def __init__(self, path, role: str = "model", identity: str | None = None, *, from_hub: bool = False):
+    def __init__(self, path, role: str = "model", identity: str | None = None, *, from_hub: bool = False,
+                 expert: str | None = None):
         self.path = Path(path)
         self.role = role
         self.identity = identity or str(path)
         self.from_hub = from_hub          # opened from a Hugging Face repo: provenance names it repo@commit
-        self.store = TensorStore(weight_files(self.path, role))
+        folder, chosen = expert_folder(self.path, role, expert) if self.path.is_dir() else (self.path, None)
+        self.two_experts = chosen is not None     # one expert of a two-expert model was picked
+        self.store = TensorStore(weight_files(folder, role))
         self.container = self.store.container(self.store.files[0])
         raw = list(self.store.keys())
         self._scales, consumed = fp8.split_scales(raw)
@@ -94,6 +121,11 @@ class ModelSource:
         diffusers = any(self.family.is_diffusers_name(k) for k in stripped)
         self.layout = "diffusers" if diffusers else "original"
         self._keys = {self.family.canonical_key(s, diffusers): k for s, k in zip(stripped, raw, strict=False)}
+        # the expert picked, or (a model of an expert's size) the one its own file or folder says it is
+        self.expert = chosen
+        if chosen is None and hasattr(self.family, "expert_of") and self.family.hidden_size(self) == \
+                self.family.EXPERT_DIM:
+            self.expert = self.family.expert_of(folder)
         fp8_tags = sorted({self.store.info(k).dtype for k in raw if dtypes.is_fp8(self.store.info(k).dtype)})
         self.quantisation = (("scaled " if self._scales else "") + "/".join(fp8_tags)) if fp8_tags else ""
 

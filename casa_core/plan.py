@@ -61,15 +61,23 @@ class Plan:
 
     def describe(self) -> dict:
         return {
-            "base": {"source": self.base.identity, "layout": self.base.layout},
-            "target": {"source": self.target.identity, "layout": self.target.layout,
-                       "ignored_layers": extra_layers(self.base, self.target)},
+            "base": {"source": self.base.identity, "layout": self.base.layout, **_named(self.base)},
+            "target": {"source": self.target.identity, "layout": self.target.layout, **_named(self.target),
+                       "ignored_layers": extra_layers(self.base, self.target),
+                       **({"distillation_loras": self.target.describe()} if hasattr(self.target, "loras") else {})},
             "lora": {"source": self.lora.identity, "format": self.lora.format, "pairs": len(self.lora.pairs)},
             "layers": [{"module": lp.module, "lora_prefix": lp.pair.prefix, "shape": list(lp.shape),
                         "rank": lp.rank, "scale": lp.scale} for lp in self.layers],
             "passed_through": [{"prefix": p.prefix, "module": p.module, "reason": p.reason} for p in self.passed],
             "other_keys": list(self.lora.other_keys),
         }
+
+
+def _named(model) -> dict:
+    """What the family calls a model (and its expert), where it says."""
+    fam = model.family
+    out = {"model": fam.model_name(model)} if hasattr(fam, "model_name") and fam.hidden_size(model) else {}
+    return out | ({"expert": model.expert} if getattr(model, "expert", None) else {})
 
 
 def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: str | None = None) -> Plan:

@@ -15,7 +15,11 @@ def _cases(folder: Path) -> list[Path]:
 
 OWN_GOLDEN = _cases(GOLDEN_DIR)
 # Cases in ../shared/golden run in addition when that folder exists; a name the repository has is its copy.
-SHARED_GOLDEN = [p for p in _cases(SHARED / "golden") if p.name not in {c.name for c in OWN_GOLDEN}]
+# So do the cases of a target given as distillation LoRAs (``target: null``, ``target_lora``) in
+# ../shared/golden-next, which this project's engine handles.
+SHARED_GOLDEN = [p for p in _cases(SHARED / "golden") + [c for c in _cases(SHARED / "golden-next")
+                                                          if c.name.startswith("target-lora-")]
+                 if p.name not in {c.name for c in OWN_GOLDEN}]
 GOLDEN = OWN_GOLDEN + SHARED_GOLDEN
 
 

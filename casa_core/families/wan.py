@@ -68,6 +68,10 @@ HIDDEN_PROBE = "blocks.0.self_attn.q.weight"
 I2V_PROBE = "blocks.0.cross_attn.k_img.weight"
 
 
+PATCH_PROBE = "patch_embedding.weight"
+I2V_IN_CHANNELS = 36     # Wan2.1 I2V and Wan2.2 I2V-A14B read noise + the image latents (16 + 20)
+
+
 @dataclass(frozen=True)
 class Size:
     dim: int                # hidden size
@@ -78,9 +82,19 @@ class Size:
 SIZES: tuple[Size, ...] = (
     Size(1536, "Wan2.1 1.3B", "wan2.1-t2v-1.3b/lora"),
     Size(5120, "Wan2.1 14B", "wan2.1-t2v-14b/lora"),
-    Size(3072, "Wan2.2 5B", "wan2.2-ti2v-5b/lora"),
+    Size(3072, "Wan2.2 TI2V-5B", "wan2.2-ti2v-5b/lora"),
 )
-ARCHITECTURE = "wan2.1/lora"    # for a hidden size of no known model
+ARCHITECTURE = "wan/lora"       # for a hidden size of no known model: a Wan-architecture model, no more
+
+# Wan2.2 A14B (T2V and I2V): two transformers of the 14B shape, one for the high-noise steps, one
+# for the low-noise steps. expert -> (its folder in the original layout, in the diffusers layout).
+EXPERTS: dict[str, tuple[str, str]] = {"high": ("high_noise_model", "transformer"),
+                                        "low": ("low_noise_model", "transformer_2")}
+EXPERT_TITLES = {"high": "high-noise", "low": "low-noise"}
+EXPERT_DIM = 5120
+# what file names say about the expert (Wan2.2-Lightning's ..._HIGH_fp16, ComfyUI's ..._high_noise_14B_...)
+EXPERT_HINTS = {"high": re.compile(r"(?<![a-z0-9])high(?:[_\-. ]?noise)?(?![a-z0-9])", re.IGNORECASE),
+                "low": re.compile(r"(?<![a-z0-9])low(?:[_\-. ]?noise)?(?![a-z0-9])", re.IGNORECASE)}
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)(?:\.(.+))?$")
 _BLOCK_INDEX = re.compile(r"^blocks\.\d+\.")
@@ -205,3 +219,73 @@ def size_name(dim: int | None) -> str | None:
 def architecture(dim: int | None) -> str:
     """``modelspec.architecture`` of a LoRA for a model of this hidden size."""
     return _SIZES[dim].architecture if dim in _SIZES else ARCHITECTURE
+
+
+def expert_folders(folder) -> dict[str, object]:
+    """expert -> its transformer folder, for a folder that holds a two-expert model (either layout);
+    empty for any other folder. Experts the folder names but lacks (a partial hub download) are left out."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    out = {e: folder / orig for e, (orig, _) in EXPERTS.items() if (folder / orig).is_dir()}
+    if out:
+        return out
+    index = folder / "model_index.json"
+    second = EXPERTS["low"][1]
+    named = False
+    if index.is_file():
+        try:
+            named = bool(json.loads(index.read_text()).get(second))
+        except (OSError, ValueError, AttributeError):
+            named = False
+    if named or (index.is_file() and (folder / second).is_dir()):
+        return {e: folder / diff for e, (_, diff) in EXPERTS.items() if (folder / diff).is_dir()}
+    return {}
+
+
+def expert_hint(name: str) -> str | None:
+    """The expert a file or folder name suggests (``high_noise_model``, ``..._HIGH_fp16``), or None."""
+    hits = [e for e, rx in EXPERT_HINTS.items() if rx.search(str(name))]
+    return hits[0] if len(hits) == 1 else None
+
+
+def expert_of(path) -> str | None:
+    """The expert a model's own file or folder is: one of a two-expert folder's transformers, or
+    the one its name (or its folder's) suggests; None when nothing says."""
+    from pathlib import Path
+
+    path = Path(path)
+    for folder in (path, path.parent) if path.is_file() else (path,):
+        for e, f in expert_folders(folder.parent).items():
+            if Path(f) == folder:
+                return e
+    return expert_hint(path.stem if path.is_file() else path.name)
+
+
+def model_name(model) -> str:
+    """What a model is, for people: ``Wan2.2 T2V-A14B high-noise expert``, ``Wan2.1 1.3B``,
+    ``a Wan-architecture model (dim 64)``."""
+    dim = hidden_size(model)
+    expert = getattr(model, "expert", None)
+    if dim == EXPERT_DIM and expert:
+        return f"Wan2.2 {'I2V' if _image_channels(model) else 'T2V'}-A14B {EXPERT_TITLES[expert]} expert"
+    name = size_name(dim)
+    if name:
+        return name + (" I2V" if dim != 3072 and is_i2v(model) else "")
+    return f"a Wan-architecture model (dim {dim})" if dim else "a Wan-architecture model"
+
+
+def model_architecture(model) -> str:
+    """``modelspec.architecture`` of a LoRA for this model (``wan2.2-t2v-a14b-high-noise/lora``)."""
+    dim = hidden_size(model)
+    expert = getattr(model, "expert", None)
+    if dim == EXPERT_DIM and expert:
+        return f"wan2.2-{'i2v' if _image_channels(model) else 't2v'}-a14b-{EXPERT_TITLES[expert]}/lora"
+    return architecture(dim)
+
+
+def _image_channels(model) -> bool:
+    """True when the patch embedding reads the image latents as well (I2V)."""
+    return PATCH_PROBE in model and len(model.shape(PATCH_PROBE)) > 1 and \
+        model.shape(PATCH_PROBE)[1] == I2V_IN_CHANNELS

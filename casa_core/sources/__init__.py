@@ -16,17 +16,18 @@ from . import hub
 
 def locate(spec, kind: str = "model", *, lora_file: str | None = None,
            progress: Callable[[hub.DownloadProgress], None] | None = None,
-           cancel: threading.Event | None = None) -> tuple[Path, str, bool]:
+           cancel: threading.Event | None = None, expert: str | None = None) -> tuple[Path, str, bool]:
     """(local path to open, identity for provenance, whether it came from the hub) of what the user typed.
 
     A Hugging Face repo id resolves through the hub cache (``sources.hub``); its
     identity is ``org/name@<commit sha>[:subfolder]``. Anything else is a local path.
+    ``expert``: of a two-expert model repo, only that expert's transformer is fetched.
     """
     ref = hub.parse(str(spec))
     if lora_file:
         hub.check_inside(lora_file, "the LoRA file name", setting="lora_file")
     if ref is not None:
-        found = hub.resolve(ref, kind, lora_file=lora_file, progress=progress, cancel=cancel)
+        found = hub.resolve(ref, kind, lora_file=lora_file, progress=progress, cancel=cancel, expert=expert)
         return found.path, found.identity, True
     path = Path(str(spec)).expanduser()
     if lora_file:
@@ -41,12 +42,39 @@ def locate(spec, kind: str = "model", *, lora_file: str | None = None,
     return path, str(spec), False
 
 
-def open_model(spec, role: str = "model", *, progress=None, cancel=None):
-    """A lazy ``ModelSource`` for a path or repo id (headers only are read)."""
+def open_model(spec, role: str = "model", *, progress=None, cancel=None, expert: str | None = None):
+    """A lazy ``ModelSource`` for a path or repo id (headers only are read); ``expert`` picks one
+    transformer of a two-expert model (``high`` / ``low``)."""
     from ..models import ModelSource
 
-    path, identity, from_hub = locate(spec, "model", progress=progress, cancel=cancel)
-    return ModelSource(path, role, identity, from_hub=from_hub)
+    path, identity, from_hub = locate(spec, "model", progress=progress, cancel=cancel, expert=expert)
+    return ModelSource(path, role, identity, from_hub=from_hub, expert=expert)
+
+
+def open_target(target, target_loras=(), *, base=None, expert: str | None = None, progress=None, cancel=None):
+    """The target: a checkpoint (path or repo id), with distillation LoRAs stacked on it where given;
+    ``target`` None means the base (``base``, an open ``ModelSource``) plus the LoRAs.
+
+    ``target_loras``: each ``(spec, strength)``, a ``distillation.WeightedLora`` or ``"PATH[:STRENGTH]"``.
+    """
+    from ..distillation import StackedTarget, weighted
+
+    hub_args = {"progress": progress, "cancel": cancel}
+    wanted = [weighted(x) for x in (target_loras or ())]
+    if target is None or str(target) == "":
+        if not wanted:
+            raise CasaError("no target was given", "give a distilled target model, or distillation LoRAs on the base",
+                            setting="target")
+        if base is None:
+            raise CasaError("a target of distillation LoRAs alone needs the base", "give the base model",
+                            setting="base")
+        model, on_base = base, True
+    else:
+        model, on_base = open_model(target, "target", expert=expert, **hub_args), False
+    if not wanted:
+        return model
+    loras = [(open_lora(w.spec, **hub_args), w.strength) for w in wanted]
+    return StackedTarget(model, loras, on_base=on_base)
 
 
 def open_lora(spec, *, lora_file: str | None = None, progress=None, cancel=None):

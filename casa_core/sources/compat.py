@@ -39,26 +39,37 @@ class ModelFacts:
     dtypes: tuple[str, ...]
     container: str = ""            # pickled: the state dict used (generator_ema ...)
     quantisation: str = ""         # fp8 flavour, if any
+    name: str = ""                 # what the family calls it (``Wan2.2 T2V-A14B high-noise expert``)
+    expert: str | None = None      # of a two-expert model: the one used
+    distillation: tuple = ()       # a target given as distillation LoRAs: one line each
 
     def line(self) -> str:
         blocks = f", {self.blocks} block{'s' * (self.blocks != 1)}" if self.blocks else ""
-        extra = [size(self.dim) + (" I2V" if self.i2v else "") + blocks,
-                 f"{self.tensors} tensors, {'/'.join(self.dtypes)}"]
+        what = (f"{self.name}, dim {self.dim}" if self.name and self.dim else size(self.dim)
+                + (" I2V" if self.i2v else ""))
+        extra = [what + blocks, f"{self.tensors} tensors, {'/'.join(self.dtypes)}"]
         if self.container:
             extra.append(f"pickled, using {self.container}")
         if self.quantisation:
             extra.append(f"{self.quantisation} dequantised to float32")
-        return f"{self.identity}  ({self.layout} layout; {'; '.join(extra)})"
+        line = f"{self.identity}  ({self.layout} layout; {'; '.join(extra)})"
+        for d in self.distillation:
+            line += f"\n          + distillation LoRA {d}"
+        return line
 
 
 def model_facts(model) -> ModelFacts:
     keys = list(model.canonical_keys())
-    dim = model.family.hidden_size(model)
-    blocks = model.family.block_count(keys)
-    i2v = model.family.is_i2v(model)
+    fam = model.family
+    dim = fam.hidden_size(model)
+    blocks = fam.block_count(keys)
+    i2v = fam.is_i2v(model)
     dtypes = tuple(sorted({model.dtype(k) for k in keys}))
+    name = fam.model_name(model) if hasattr(fam, "model_name") and dim else ""
+    stacked = tuple(d.line() for d in getattr(model, "loras", ()))
     return ModelFacts(model.identity, model.layout, dim, i2v, blocks, len(keys), dtypes,
-                      getattr(model, "container", ""), getattr(model, "quantisation", ""))
+                      getattr(model, "container", ""), getattr(model, "quantisation", ""), name,
+                      getattr(model, "expert", None), stacked)
 
 
 @dataclass(frozen=True)

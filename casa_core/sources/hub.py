@@ -144,15 +144,45 @@ def _several(repo: HubRef, choices: list[str], kind: str) -> ChoiceNeeded:
                         "lora_file" if kind == "lora" else None)
 
 
-def _choose_model(listing: list[str], repo: HubRef) -> _Choice:
+def _expert_folder(listing: list[str], repo: HubRef, expert: str | None) -> tuple[str, str] | None:
+    """(the folder of the chosen expert, the folder above it) in a two-expert repo's listing; None for others."""
+    from ..families import wan
+
+    top_dirs = {f.split("/", 1)[0] for f in listing if "/" in f}
+    diffusers = "model_index.json" in listing
+    layout = 1 if diffusers and wan.EXPERTS["low"][1] in top_dirs else (
+        0 if any(orig in top_dirs for orig, _ in wan.EXPERTS.values()) else None)
+    if layout is None:
+        return None
+    have = {e: f[layout] for e, f in wan.EXPERTS.items() if f[layout] in top_dirs}
+    listed = ", ".join(f"{e} ({f}/)" for e, f in have.items())
+    if expert is None:
+        raise CasaError(f"model repo {repo} holds two experts: {listed}", "choose the expert the LoRA was trained for",
+                        setting="expert", example="high")
+    if expert not in have:
+        raise CasaError(f"model repo {repo} has no expert {expert!r}; it holds {listed}", "choose one of those",
+                        setting="expert", example=next(iter(have), None))
+    return have[expert], ""
+
+
+def _choose_model(listing: list[str], repo: HubRef, expert: str | None = None) -> _Choice:
     top = [f for f in listing if "/" not in f]
-    if "model_index.json" in top:  # a diffusers repo: only its transformer counts
-        tdir = [f[len("transformer/"):] for f in listing if f.startswith("transformer/") and f.count("/") == 1]
-        found = _weights(tdir, repo, "transformer/")
+    picked = _expert_folder(listing, repo, expert)
+    tname = picked[0] if picked else "transformer"
+    if picked and "model_index.json" not in top:   # original layout: the expert's folder is the model
+        sub = [f[len(tname) + 1:] for f in listing if f.startswith(tname + "/") and f.count("/") == 1]
+        found = _weights(sub, repo, tname + "/")
         if found is None:
-            raise _Missing(f"diffusers repo {repo} has no weights under transformer/")
+            raise _Missing(f"repo {repo} has no weights under {tname}/")
         index, files = found
-        config = ["transformer/config.json"] if "config.json" in tdir else []
+        return _Choice(tuple(files), "", index)
+    if "model_index.json" in top:  # a diffusers repo: only its transformer counts
+        tdir = [f[len(tname) + 1:] for f in listing if f.startswith(tname + "/") and f.count("/") == 1]
+        found = _weights(tdir, repo, tname + "/")
+        if found is None:
+            raise _Missing(f"diffusers repo {repo} has no weights under {tname}/")
+        index, files = found
+        config = [f"{tname}/config.json"] if "config.json" in tdir else []
         return _Choice(("model_index.json", *config, *files), "", index)
     found = _weights(top, repo)
     if found is None:
@@ -187,8 +217,8 @@ def _choose_lora(listing: list[str], repo: HubRef, lora_file: str | None) -> _Ch
     raise _several(repo, cands, "lora")
 
 
-def _choose(kind: str, listing: list[str], repo: HubRef, lora_file: str | None) -> _Choice:
-    return _choose_lora(listing, repo, lora_file) if kind == "lora" else _choose_model(listing, repo)
+def _choose(kind: str, listing: list[str], repo: HubRef, lora_file: str | None, expert: str | None = None) -> _Choice:
+    return _choose_lora(listing, repo, lora_file) if kind == "lora" else _choose_model(listing, repo, expert)
 
 
 class _Missing(Exception):
@@ -266,7 +296,8 @@ def _listing(folder: Path) -> list[str]:
     return sorted(out)
 
 
-def _from_cache(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -> Resolved | None:
+def _from_cache(cache: Path, ref: HubRef, kind: str, lora_file: str | None,
+                expert: str | None = None) -> Resolved | None:
     """The input from the cache alone, when the cache holds all it needs; else None."""
     sha = _cached_sha(cache, ref)
     if sha is None:
@@ -280,8 +311,8 @@ def _from_cache(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -> R
         return None
     listing = _listing(base)
     try:
-        choice = _choose(kind, listing, ref, lora_file)
-    except (_Missing, ChoiceNeeded):
+        choice = _choose(kind, listing, ref, lora_file, expert)
+    except (_Missing, ChoiceNeeded, CasaError):
         return None  # a partial cache decides nothing; the repo's own listing will
     needed = list(choice.needed)
     if choice.index:
@@ -306,7 +337,7 @@ def _identity(ref: HubRef, sha: str, kind: str, lora_file: str | None, choice: _
 def resolve(ref: HubRef, kind: str = "model", *, lora_file: str | None = None,
             progress: Callable[[DownloadProgress], None] | None = None,
             cancel: threading.Event | None = None, cache: Path | None = None,
-            token: str | None = None) -> Resolved:
+            token: str | None = None, expert: str | None = None) -> Resolved:
     """Make a hub input local: from the cache when it is enough, else fetch only what is needed.
 
     ``kind`` is ``model`` or ``lora``. ``progress`` gets a ``DownloadProgress`` as bytes
@@ -315,11 +346,11 @@ def resolve(ref: HubRef, kind: str = "model", *, lora_file: str | None = None,
     private, gated, not cached while offline, or unreachable.
     """
     cache = Path(cache) if cache is not None else cache_dir()
-    found = _from_cache(cache, ref, kind, lora_file)
+    found = _from_cache(cache, ref, kind, lora_file, expert)
     if found is not None:
         return found
     if _offline():
-        raise _offline_error(cache, ref, kind, lora_file)
+        raise _offline_error(cache, ref, kind, lora_file, expert)
     from huggingface_hub import HfApi
 
     try:
@@ -338,7 +369,7 @@ def resolve(ref: HubRef, kind: str = "model", *, lora_file: str | None = None,
         raise CasaError(f"{ref.repo_id}@{ref.revision or 'main'} has no folder or file {sub}",
                         "check the part after ':'")
     try:
-        choice = _choose(kind, listing, ref, lora_file)
+        choice = _choose(kind, listing, ref, lora_file, expert)
     except _Missing as exc:
         raise CasaError(str(exc), "check the repo id" + (" and the LoRA file name" if kind == "lora" else ""),
                         setting="lora_file" if kind == "lora" else None) from None
@@ -396,7 +427,8 @@ def _bar_class(progress, cancel, name: str, index: int, count: int):
     return Bar
 
 
-def _offline_error(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -> CasaError:
+def _offline_error(cache: Path, ref: HubRef, kind: str, lora_file: str | None,
+                   expert: str | None = None) -> CasaError:
     todo = "download it once while online, or unset HF_HUB_OFFLINE"
     sha = _cached_sha(cache, ref)
     if sha is None:
@@ -405,7 +437,7 @@ def _offline_error(cache: Path, ref: HubRef, kind: str, lora_file: str | None) -
     base = root / ref.subfolder if ref.subfolder else root
     listing = _listing(base) if base.is_dir() else []
     try:
-        choice = _choose(kind, listing, ref, lora_file)
+        choice = _choose(kind, listing, ref, lora_file, expert)
     except _Missing as exc:
         return CasaError(f"{exc} in the Hugging Face cache, and HF_HUB_OFFLINE is set", todo)
     needed = list(choice.needed)

@@ -92,10 +92,15 @@ def convert_command(case_dir: Path, spec: dict, output: Path, precision: str | N
     cmd = list(casa or [sys.executable, "-m", "casa_core"]) + ["convert", "--base", str(case_dir / spec["base"])]
     if spec.get("target"):
         cmd += ["--target", str(case_dir / spec["target"])]
-    if spec.get("target_lora"):  # a target given as the base (or --target) plus a distillation LoRA
-        strength = spec.get("target_lora_strength", 1.0)
-        path = str(case_dir / spec["target_lora"])
-        cmd += ["--target-lora", path if strength == 1.0 else f"{path}:{strength:g}"]
+    # a target given as the base (``target: null``) or a checkpoint, plus distillation LoRAs: one file
+    # (``target_lora``, ``target_lora_strength``) or a list of each, stacked in that order
+    loras = spec.get("target_lora") or []
+    strengths = spec.get("target_lora_strength", 1.0)
+    loras = [loras] if isinstance(loras, str) else list(loras)
+    strengths = strengths if isinstance(strengths, list) else [strengths] * len(loras)
+    for name, strength in zip(loras, strengths, strict=True):
+        path = str(case_dir / name)
+        cmd += ["--target-lora", path if strength == 1.0 else f"{path}:{strength!r}"]
     cmd += ["--lora", str(case_dir / spec["lora"]), "--output", str(output), "--device", "cpu", "--quiet"]
     cmd += list(spec.get("args", []))
     if precision:

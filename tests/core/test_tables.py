@@ -30,8 +30,9 @@ def test_written_dtypes():
 
 def test_one_size_table():
     assert [wan.architecture(d) for d in (1536, 5120, 3072, 999, None)] == [
-        "wan2.1-t2v-1.3b/lora", "wan2.1-t2v-14b/lora", "wan2.2-ti2v-5b/lora", "wan2.1/lora", "wan2.1/lora"]
-    assert [families.size_name(d) for d in (1536, 5120, 3072, 999)] == ["Wan2.1 1.3B", "Wan2.1 14B", "Wan2.2 5B", None]
+        "wan2.1-t2v-1.3b/lora", "wan2.1-t2v-14b/lora", "wan2.2-ti2v-5b/lora", "wan/lora", "wan/lora"]
+    assert [families.size_name(d) for d in (1536, 5120, 3072, 999)] == ["Wan2.1 1.3B", "Wan2.1 14B", "Wan2.2 TI2V-5B",
+                                                                         None]
 
 
 def test_family_of_falls_back_to_wan():
