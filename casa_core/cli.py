@@ -413,6 +413,8 @@ def _print_checks(checks) -> None:
 
     for role, facts in checks["sources"].items():
         _say(f"{role:<8}{(LoraFacts if role == 'lora' else ModelFacts)(**facts).line()}")
+        for line in facts.get("distillation", ()):
+            _say(f"{'':<8}+ distillation LoRA {line}")
     m = checks["matches"]
     if "base-target" in m:
         bt = m["base-target"]

@@ -272,8 +272,10 @@ def model_name(model) -> str:
         return f"Wan2.2 {'I2V' if _image_channels(model) else 'T2V'}-A14B {EXPERT_TITLES[expert]} expert"
     name = size_name(dim)
     if name:
-        return name + (" I2V" if dim != 3072 and is_i2v(model) else "")
-    return f"a Wan-architecture model (dim {dim})" if dim else "a Wan-architecture model"
+        name += " I2V" if dim != 3072 and is_i2v(model) else ""
+    else:
+        name = "a Wan-architecture model of no known size" if dim else "a Wan-architecture model"
+    return name + (f", {EXPERT_TITLES[expert]} expert" if expert else "")
 
 
 def model_architecture(model) -> str:

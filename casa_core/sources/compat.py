@@ -45,17 +45,14 @@ class ModelFacts:
 
     def line(self) -> str:
         blocks = f", {self.blocks} block{'s' * (self.blocks != 1)}" if self.blocks else ""
-        what = (f"{self.name}, dim {self.dim}" if self.name and self.dim else size(self.dim)
+        what = (f"dim {self.dim} ({self.name})" if self.name and self.dim else size(self.dim)
                 + (" I2V" if self.i2v else ""))
         extra = [what + blocks, f"{self.tensors} tensors, {'/'.join(self.dtypes)}"]
         if self.container:
             extra.append(f"pickled, using {self.container}")
         if self.quantisation:
             extra.append(f"{self.quantisation} dequantised to float32")
-        line = f"{self.identity}  ({self.layout} layout; {'; '.join(extra)})"
-        for d in self.distillation:
-            line += f"\n          + distillation LoRA {d}"
-        return line
+        return f"{self.identity}  ({self.layout} layout; {'; '.join(extra)})"
 
 
 def model_facts(model) -> ModelFacts:
