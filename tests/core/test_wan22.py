@@ -125,10 +125,47 @@ def test_inspect_names_the_experts(tmp_path, capsys):
     assert "low-noise expert" in capsys.readouterr().out
 
 
+# ---- hub repos of two-expert models: only the chosen expert is fetched ---------------------------
+
+@pytest.mark.parametrize("layout", ["original", "diffusers"])
+def test_hub_repo_fetches_only_the_chosen_expert(tmp_path, monkeypatch, layout):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from casa_core.errors import CasaError
+    from casa_core.sources import open_model
+    from tests.core.test_sources_hub import SHA, FakeHub
+
+    root, high, low = _experts(tmp_path, layout)
+    files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    files["README.md"] = b"x"
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    fake = FakeHub(cache, "Wan-AI/Wan2.2-T2V-A14B", files)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda _api, *a, **kw: fake.model_info(*a, **kw))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.download)
+    with pytest.raises(CasaError, match="holds two experts") as exc:
+        open_model("Wan-AI/Wan2.2-T2V-A14B", "base")
+    assert exc.value.setting == "expert" and fake.fetched == []
+    src = open_model("Wan-AI/Wan2.2-T2V-A14B", "base", expert="low")
+    folder = "low_noise_model/" if layout == "original" else "transformer_2/"
+    assert fake.fetched and all(f.startswith(folder) or f == "model_index.json" for f in fake.fetched)
+    assert src.expert == "low" and src.identity == f"Wan-AI/Wan2.2-T2V-A14B@{SHA}"
+    assert torch.equal(src.read("blocks.1.ffn.0.weight"), low["blocks.1.ffn.0.weight"])
+    fake.fetched.clear()
+    fake.info_error = AssertionError("the network was used")
+    assert open_model("Wan-AI/Wan2.2-T2V-A14B", "base", expert="low").expert == "low" and fake.fetched == []
+
+
 # ---- diffusers' own WanTransformer3DModel, configured as Wan2.2 ------------------------------------
 
-diffusers = pytest.importorskip("diffusers")
-pytest.importorskip("peft")
+@pytest.fixture
+def real_diffusers():
+    """diffusers and peft, the real client (the tests above need neither)."""
+    pytest.importorskip("peft")
+    return pytest.importorskip("diffusers")
 
 
 def _ti2v_config() -> dict:
@@ -177,7 +214,7 @@ def _lora_for(model, tmp_path, name):
     return factories.write_lora(factories.lora_factors(t, 5, modules=mods), tmp_path / name, alpha=2.0)
 
 
-def test_ti2v_5b_layout_loads_in_diffusers(tmp_path):
+def test_ti2v_5b_layout_loads_in_diffusers(tmp_path, real_diffusers):
     from diffusers import WanPipeline, WanTransformer3DModel
 
     torch.manual_seed(0)
@@ -196,7 +233,7 @@ def test_ti2v_5b_layout_loads_in_diffusers(tmp_path):
         assert torch.allclose(got[m], want[m], rtol=0, atol=2e-6 * float(want[m].abs().max())), m
 
 
-def test_a14b_low_noise_expert_loads_into_transformer_2(tmp_path):
+def test_a14b_low_noise_expert_loads_into_transformer_2(tmp_path, real_diffusers):
     """A diffusers A14B pipeline folder: --expert low converts against transformer_2, and diffusers
     loads the result into its transformer_2 (load_into_transformer_2) and applies the engine's update."""
     from diffusers import WanPipeline, WanTransformer3DModel
