@@ -9,10 +9,12 @@ from __future__ import annotations
 from . import __version__, methods, ranks
 from .compute import Compute, resolve_device
 from .conversion import Conversion
+from .distillation import WeightedLora, parse_weighted
 from .errors import Cancelled, CasaError, OutOfMemory
 from .export import ExportInfo
 from .layers import LayerResult
 from .methods import MethodParams, ParamInfo, TransferMethod
+from .models import expert_choices
 from .ranks import AutoRank
 from .report import Comparison, RunReport, model_figures
 from .resources import demo_inputs, method_doc, resource_dir
@@ -23,7 +25,7 @@ from .views import LayerViews
 __all__ = [
     "DTYPES", "FORMATS", "PRECISIONS", "THRESHOLDS", "AutoRank", "Cancelled", "CasaError", "Comparison", "Compute",
     "Conversion", "ExportInfo", "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions",
-    "RunReport", "TransferMethod", "TransferSettings", "Verdict", "__version__", "demo_inputs", "layer_verdict",
-    "method_doc", "methods", "model_figures", "model_verdict", "parse_rank", "ranks", "resolve_device", "resource_dir",
-    "thresholds_table",
+    "RunReport", "TransferMethod", "TransferSettings", "Verdict", "WeightedLora", "__version__", "demo_inputs",
+    "expert_choices", "layer_verdict", "method_doc", "methods", "model_figures", "model_verdict", "parse_rank",
+    "parse_weighted", "ranks", "resolve_device", "resource_dir", "thresholds_table",
 ]

@@ -35,6 +35,21 @@ def expert_folder(path: Path, role: str, expert: str | None) -> tuple[Path, str 
     return Path(folders[expert]), expert
 
 
+def expert_choices(spec) -> list[str]:
+    """The experts a local model folder holds (``["high", "low"]`` for Wan2.2 A14B), else none; no weights read.
+
+    A Hugging Face repo id is not looked up here (opening it says when it needs an expert).
+    """
+    path = Path(str(spec)).expanduser()
+    if not str(spec).strip() or not path.is_dir():
+        return []
+    for fam in families.FAMILIES:
+        folders = fam.expert_folders(path) if hasattr(fam, "expert_folders") else {}
+        if folders:
+            return list(folders)
+    return []
+
+
 def weight_files(path: Path, role: str, expert: str | None = None) -> list[Path]:
     """The weight files that hold a model given as a file, index or folder.
 

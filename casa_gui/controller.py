@@ -200,23 +200,28 @@ class Controller(QObject):
 
     # ---- inspection -----------------------------------------------------------
 
-    def inspect(self, base: str, target: str, lora: str, quiet: bool = False) -> bool:
-        """Open and plan the three sources; ``quiet``: a failure is a plain note in the sources panel only
-        (the user may still be typing), not an error."""
+    def inspect(self, base: str, target: str, lora: str, target_loras=(), expert: str | None = None,
+                quiet: bool = False) -> bool:
+        """Open and plan the sources; ``target_loras`` (``PATH[:STRENGTH]`` each) stack on the target (on
+        the base where ``target`` is empty), ``expert`` picks one of two experts; ``quiet``: a failure is a
+        plain note in the sources panel only (the user may still be typing), not an error."""
         if not self._preempt():
             self.message.emit("error", "A job is running; cancel it (Esc) before changing the sources.")
             return False
         self.inspecting.emit(base, target, lora)
         self.session.reset()
         self.session.inputs = (base, target, lora)
+        self.session.stack = (tuple(target_loras or ()), expert)
         self.state.selected = None
         self.plan_changed.emit(None)
         self.overrides_changed.emit({})
         self.refresh_views()
         self.message.emit("", "")
         self.sources_note.emit("Inspecting…", "")
-        log.info("inspecting base=%s target=%s lora=%s", base, target, lora)
-        self._start(Job("inspection", jobs.inspect_job(base, target, lora)), quiet,
+        log.info("inspecting base=%s target=%s lora=%s target_loras=%s expert=%s", base, target, lora,
+                 list(target_loras or ()), expert)
+        job = jobs.inspect_job(base, target, lora, target_loras=tuple(target_loras or ()), expert=expert)
+        self._start(Job("inspection", job), quiet,
                     item=self._on_inspect_item, failed=self._on_inspect_failed, ok=self._on_inspect_done,
                     cancelled=self._on_inspect_done)
         return True

@@ -119,8 +119,9 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         ctl, st = self.controller, self.state
         # what the user asks for
-        self.sources.inspect_requested.connect(lambda b, t, lo: self.inspect_sources(b, t, lo))
-        self.sources.inspect_quietly.connect(lambda b, t, lo: self.inspect_sources(b, t, lo, quiet=True))
+        self.sources.inspect_requested.connect(lambda b, t, lo, tl, ex: self.inspect_sources(b, t, lo, tl, ex))
+        self.sources.inspect_quietly.connect(lambda b, t, lo, tl, ex: self.inspect_sources(b, t, lo, tl, ex,
+                                                                                          quiet=True))
         self.layers_pane.csv_requested.connect(self.export_table_dialog)
         self.export.note.connect(self.messages.show_message)
         self.sources.demo_btn.clicked.connect(self.open_demo)
@@ -161,7 +162,7 @@ class MainWindow(QMainWindow):
 
     def open_demo(self) -> None:
         d = demo_inputs()
-        self.sources.set_values(str(d["base"]), str(d["target"]), str(d["lora"]))
+        self.sources.set_values(str(d["base"]), str(d["target"]), str(d["lora"]), target_loras=[], expert="")
 
     def ask(self, title: str, text: str) -> bool:
         """A yes / no question (the tests answer it themselves)."""
@@ -169,28 +170,30 @@ class MainWindow(QMainWindow):
                                       QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
-    def inspect_sources(self, base: str, target: str, lora: str, quiet: bool = False) -> bool:
+    def inspect_sources(self, base: str, target: str, lora: str, target_loras=(), expert: str | None = None,
+                        quiet: bool = False) -> bool:
         """Inspect new inputs; converted layers of the current ones are discarded only when the user agrees."""
         s, runner = self.controller.session, self.controller.runner
-        if (runner.busy and runner.job.name == "inspection" and s.inputs == (base, target, lora)
+        same = s.inputs == (base, target, lora) and s.stack == (tuple(target_loras or ()), expert)
+        if (runner.busy and runner.job.name == "inspection" and same
                 and not self.controller.quiet_inspection()):
             return True         # these very inputs are being inspected (Enter reaches a combo's field twice)
         if s.results:
             n = len(s.results)
             if quiet:           # never on a focus change: a note at most
-                if (base, target, lora) != s.inputs:
+                if not same:
                     self.sources.show_status(f"New inputs: press Enter or Inspect to use them (this discards the "
                                              f"{n} converted layers).", "")
                 return False
-            which = "these inputs again" if (base, target, lora) == s.inputs else "the new inputs"
+            which = "these inputs again" if same else "the new inputs"
             if not self.ask("Discard the converted layers?",
                             f"Inspecting {which} discards the {n} converted layers (nothing written is touched). "
                             "Go on?"):
                 if s.inputs is not None:
-                    self.sources.set_values(*s.inputs, inspect=False)
+                    self.sources.set_values(*s.inputs, s.stack[0], s.stack[1] or "", inspect=False)
                 self.sources.show_status("Kept the converted layers and their inputs.", "")
                 return False
-        return self.controller.inspect(base, target, lora, quiet=quiet)
+        return self.controller.inspect(base, target, lora, target_loras, expert, quiet=quiet)
 
     def _inspected(self, outcome: str) -> None:
         inputs = self.controller.session.inputs

@@ -62,6 +62,7 @@ class Session:
     run_seconds: float | None = None                            # how long that run took
     compared: dict = field(default_factory=dict)                # method -> module -> LayerResult (Compare)
     inputs: tuple[str, str, str] | None = None                  # base, target, LoRA as they were inspected
+    stack: tuple = ((), None)               # the target's distillation LoRAs and the expert, as inspected
     cancelled_run: tuple | None = None      # (settings, options) of a cancelled run whose results are kept
 
     @property
@@ -76,6 +77,7 @@ class Session:
         self.compared.clear()
         self.run_settings = self.run_options = self.run_seconds = None
         self.inputs = self.cancelled_run = None
+        self.stack = ((), None)
 
     def resumable(self, settings: TransferSettings, options: RunOptions) -> dict:
         """The results a run with ``settings`` and ``options`` may keep: those of a cancelled run made with them."""
@@ -115,10 +117,13 @@ class Session:
 
 # ---- jobs (run by worker.Job in a background thread) ----------------------
 
-def inspect_job(base: str, target: str, lora: str, layers: str | None = None):
-    """Open the sources and plan (headers only), then the drift of each layer (reads, no SVD)."""
+def inspect_job(base: str, target: str, lora: str, layers: str | None = None, *, target_loras=(),
+                expert: str | None = None):
+    """Open the sources and plan (headers only), then the drift of each layer (reads, no SVD).
+    ``target`` empty: the target is the base plus ``target_loras``."""
     def run(cancel: threading.Event) -> Iterator:
-        conv = Conversion.open(base, target, lora, layers=layers)
+        conv = Conversion.open(base, target or None, lora, target_loras=target_loras, expert=expert,
+                               layers=layers)
         yield PlanReady(conv)
         for lp in conv.plan.layers:
             if cancel.is_set():

@@ -45,6 +45,8 @@ class GuiSettings:
     base: str = ""
     target: str = ""
     lora: str = ""
+    target_loras: list[str] = field(default_factory=list)   # distillation LoRAs, PATH[:STRENGTH] each
+    expert: str = ""                                         # of a two-expert model; "" for one transformer
     recent: dict[str, list[str]] = field(default_factory=lambda: {r: [] for r in ROLES})
     method: str = "casa"
     params: dict[str, dict[str, float]] = field(default_factory=dict)   # method -> its parameters' values
@@ -113,6 +115,9 @@ class GuiSettings:
                     out.params = {str(m): {str(n): float(x) for n, x in vals.items()
                                            if isinstance(x, (int, float)) and not isinstance(x, bool)}
                                   for m, vals in v.items() if isinstance(vals, dict)}
+            elif k == "target_loras":
+                if isinstance(v, list):
+                    out.target_loras = [p for p in v if isinstance(p, str)]
             elif isinstance(default, float) and isinstance(v, (int, float)):
                 setattr(out, k, float(v))
             elif isinstance(default, str) and isinstance(v, str):

@@ -1,4 +1,5 @@
-"""The three source slots (base, target, LoRA): free text, file/folder dialogs, drag and drop, recents."""
+"""The source slots (base, target and its distillation LoRAs, LoRA, the expert of a two-expert model):
+free text, file/folder dialogs, drag and drop, recents."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSizePolicy,
     QToolButton,
@@ -24,9 +26,60 @@ from .settings_store import ROLES
 LABELS = {"base": "Base model", "target": "Distilled target", "lora": "LoRA"}
 HINTS = {
     "base": "base .safetensors, sharded index.json, diffusers folder or HF repo id",
-    "target": "distilled model: file, folder or HF repo id",
+    "target": "distilled model: file, folder or HF repo id (or leave empty: distillation LoRAs on the base)",
     "lora": "LoRA .safetensors trained on the base",
 }
+STACK_HINT = "distillation LoRAs: PATH[:STRENGTH]; PATH[:STRENGTH] ..."
+NO_EXPERT = "(one transformer)"
+
+
+class DistillationSlot(QWidget):
+    """Distillation LoRAs (lightx2v, CausVid, Lightning ...) stacked on the target, each with a strength.
+
+    Typed as ``PATH[:STRENGTH]`` entries separated by ``;`` (a strength of 1 may be left out), or added
+    with the file dialog; with no target checkpoint they stack on the base.
+    """
+
+    changed = Signal()      # Enter, a file added or dropped
+    edited = Signal()       # the field lost the focus with new text: maybe not done yet
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(STACK_HINT)
+        self.edit.setToolTip("Distillation LoRAs that make the target: stacked on the distilled target, or on the "
+                             "base when the target is left empty.\nOne or more PATH[:STRENGTH] entries separated by "
+                             "';' (strength 1 when left out), e.g. lightx2v_rank64.safetensors:1")
+        self.edit.returnPressed.connect(self.changed.emit)
+        self.edit.editingFinished.connect(self._finished)
+        self._last: list[str] = []
+        add = QToolButton(text="Add…", toolTip="Add distillation LoRA files (strength 1; edit it in the text)")
+        add.clicked.connect(self._pick)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(add)
+
+    def _finished(self) -> None:
+        if self.entries() != self._last:
+            self._last = self.entries()
+            self.edited.emit()
+
+    def entries(self) -> list[str]:
+        return [e.strip() for e in self.edit.text().split(";") if e.strip()]
+
+    def set_entries(self, entries) -> None:
+        self.edit.setText("; ".join(entries))
+
+    def add(self, path: str, strength: float = 1.0) -> None:
+        self.set_entries([*self.entries(), path if strength == 1 else f"{path}:{strength:g}"])
+        self.changed.emit()
+
+    def _pick(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Choose distillation LoRAs", "",
+                                                "Safetensors (*.safetensors);;All files (*)")
+        for p in paths:
+            self.add(p)
 
 
 class SourceSlot(QWidget):
@@ -125,27 +178,53 @@ class SourcesPanel(QGroupBox):
     Loads its last sources and recent lists from the settings and saves them back.
     """
 
-    inspect_requested = Signal(str, str, str)
-    inspect_quietly = Signal(str, str, str)     # all three filled, but the user may still be editing
+    # base, target, lora, distillation LoRAs (list of PATH[:STRENGTH]), expert (None: one transformer)
+    inspect_requested = Signal(str, str, str, object, object)
+    inspect_quietly = Signal(str, str, str, object, object)     # all filled, but the user may still be editing
 
     def __init__(self, gs, parent=None):
         super().__init__("1 · Sources", parent)
         self.gs = gs
         self.slots = {r: SourceSlot(r, gs.recent.get(r, [])) for r in ROLES}
+        self.stack = DistillationSlot()
+        self.stack.set_entries(getattr(gs, "target_loras", []) or [])
+        self.stack.changed.connect(lambda: self._changed("target_loras", ""))
+        self.stack.edited.connect(lambda: self._edited("target_loras", ""))
+        self.expert = QComboBox()
+        self.expert.addItems([NO_EXPERT, "high", "low"])
+        self.expert.setToolTip("Two-expert models (Wan2.2 A14B): the expert the LoRA was trained for "
+                               "(high-noise or low-noise); a LoRA pair converts once per expert")
+        self.expert.activated.connect(lambda _i: self._changed("expert", ""))
+        self.expert_label = QLabel("Expert")
+        self.expert_label.setBuddy(self.expert)
         grid = QGridLayout()
-        for row, r in enumerate(ROLES):
+        row = 0
+        for r in ROLES:
             lab = QLabel(LABELS[r])
             lab.setBuddy(self.slots[r].combo)
             grid.addWidget(lab, row, 0)
             grid.addWidget(self.slots[r], row, 1)
             self.slots[r].changed.connect(self._changed)
             self.slots[r].edited.connect(self._edited)
+            row += 1
+            if r == "target":
+                stack_label = QLabel("  + distillation LoRAs")
+                stack_label.setBuddy(self.stack.edit)
+                grid.addWidget(stack_label, row, 0)
+                grid.addWidget(self.stack, row, 1)
+                row += 1
+        grid.addWidget(self.expert_label, row, 0)
+        grid.addWidget(self.expert, row, 1, Qt.AlignmentFlag.AlignLeft)
+        if getattr(gs, "expert", "") in ("high", "low"):
+            self.expert.setCurrentText(gs.expert)
+        self._show_expert()
         self.demo_btn = QPushButton("Use demo inputs")
         self.demo_btn.setToolTip("Fill the three slots with the tiny bundled demo (a few seconds to convert)")
         self.inspect_btn = QPushButton("Inspect")
         self.inspect_btn.setToolTip("Match the three inputs and fill the layer table (no SVD)")
         self.inspect_btn.clicked.connect(self.request)
-        self.status = QLabel("Pick a base model, its distilled target and a LoRA trained on the base.")
+        self.status = QLabel("Pick a base model, its distilled target (a checkpoint, distillation LoRAs, or both) "
+                             "and a LoRA trained on the base.")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons = QHBoxLayout()
@@ -167,39 +246,81 @@ class SourcesPanel(QGroupBox):
 
     def save_settings(self, gs) -> None:
         gs.base, gs.target, gs.lora = self.values()
+        gs.target_loras = self.stack.entries()
+        gs.expert = self.chosen_expert() or ""
         gs.recent = {r: list(v) for r, v in self.gs.recent.items()}
 
     def values(self) -> tuple[str, str, str]:
         return tuple(self.slots[r].text() for r in ROLES)
 
-    def set_values(self, base: str, target: str, lora: str, inspect: bool = True) -> None:
+    def chosen_expert(self) -> str | None:
+        text = self.expert.currentText()
+        return None if text == NO_EXPERT else text
+
+    def set_values(self, base: str, target: str, lora: str, target_loras=None, expert: str | None = None, *,
+                   inspect: bool = True) -> None:
+        """Fill the slots (``target_loras`` / ``expert`` None: left as they are) and, with ``inspect``, ask."""
         for r, v in zip(ROLES, (base, target, lora), strict=True):
             self.slots[r].set_text(str(v), emit=False)
+        if target_loras is not None:
+            self.stack.set_entries([str(e) for e in target_loras])
+        if expert is not None:
+            self.expert.setCurrentText(expert or NO_EXPERT)
+        self._show_expert()
         if inspect:
             self.request()
 
+    def _experts(self) -> list[str]:
+        from casa_core.api import expert_choices
+
+        vals = self.values()
+        return expert_choices(vals[0]) or expert_choices(vals[1])
+
+    def _show_expert(self) -> None:
+        """The expert choice is offered when a model given is a two-expert folder (or a repo asked for one)."""
+        need = bool(self._experts()) or self.expert.currentText() != NO_EXPERT
+        self.expert.setVisible(need)
+        self.expert_label.setVisible(need)
+
+    def offer_expert(self) -> None:
+        """Show the expert choice (an inspection said the sources hold two experts)."""
+        self.expert.setVisible(True)
+        self.expert_label.setVisible(True)
+
+    def _ready(self) -> bool:
+        base, target, lora = self.values()
+        return bool(base and lora and (target or self.stack.entries()))
+
     def _changed(self, _role: str, _text: str) -> None:
-        if all(self.values()):
+        self._show_expert()
+        if self._ready():
             self.request()
 
     def _edited(self, _role: str, _text: str) -> None:
-        if all(self.values()):
+        self._show_expert()
+        if self._ready():
             self.request(quiet=True)
 
     def request(self, quiet: bool = False) -> None:
         """Ask for an inspection of the three inputs; ``quiet``: its problems are notes, not errors."""
         vals = self.values()
-        missing = [LABELS[r] for r, v in zip(ROLES, vals, strict=True) if not v]
+        missing = [LABELS[r] for r, v in zip(ROLES, vals, strict=True)
+                   if not v and not (r == "target" and self.stack.entries())]
         if missing:
-            self.show_status(f"Still missing: {', '.join(missing)}.", "" if quiet else "error")
+            self.show_status(f"Still missing: {', '.join(missing)}"
+                             + (" (or distillation LoRAs on the base)" if not vals[1] else "") + ".",
+                             "" if quiet else "error")
             return
-        (self.inspect_quietly if quiet else self.inspect_requested).emit(*vals)
+        (self.inspect_quietly if quiet else self.inspect_requested).emit(*vals, self.stack.entries(),
+                                                                          self.chosen_expert())
 
     def show_status(self, text: str, kind: str = "") -> None:
         """The status line; ``kind`` 'error' shows it as one."""
         from . import theme
 
         c = theme.current()
+        if kind == "error" and "holds two experts" in text:     # e.g. a hub repo of a two-expert model
+            self.offer_expert()
         self.status.setText(text)
         self.status.setStyleSheet(f"QLabel {{ background: {c.error_bg}; color: {c.error_fg}; padding: 4px; "
                                   "border-radius: 3px; }" if kind == "error" else "")
