@@ -376,8 +376,9 @@ def cmd_inspect(args) -> int:
     _fill_demo(args)
     given = [r for r in ("base", "target", "lora") if getattr(args, r) or (r == "target" and args.target_lora)]
     if len(given) < 2:
-        raise CasaError("inspect needs at least two of --base, --target (or --target-lora) and --lora",
-                        "give two inputs to compare, three to see the plan, or --demo")
+        raise CasaError("inspect needs at least two of --base, --target and --lora",
+                        "give two inputs to compare (the target may be --target-lora), three to see the plan, "
+                        "or --demo")
     from .experts import check_choice
     from .sources import open_target
 

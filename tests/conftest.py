@@ -23,6 +23,26 @@ SHARED_GOLDEN = [p for p in _cases(SHARED / "golden") + [c for c in _cases(SHARE
 GOLDEN = OWN_GOLDEN + SHARED_GOLDEN
 
 
+def case_target_loras(case: Path, spec: dict) -> list[tuple[Path, float]]:
+    """A case's distillation LoRAs as (path, strength) pairs (``target_lora``: a name or a list)."""
+    loras = spec.get("target_lora") or []
+    loras = [loras] if isinstance(loras, str) else list(loras)
+    strengths = spec.get("target_lora_strength", 1.0)
+    strengths = strengths if isinstance(strengths, list) else [strengths] * len(loras)
+    return [(case / name, float(s)) for name, s in zip(loras, strengths, strict=True)]
+
+
+def open_case(case: Path):
+    """A golden case's inputs as a Conversion (a target checkpoint, distillation LoRAs, or both)."""
+    import json
+
+    from casa_core.conversion import Conversion
+
+    spec = json.loads((case / "case.json").read_text())
+    return Conversion.open(case / spec["base"], case / spec["target"] if spec.get("target") else None,
+                           case / spec["lora"], target_loras=case_target_loras(case, spec))
+
+
 @pytest.fixture(scope="session")
 def casa_cmd():
     """The `casa` command line as CI runs it (the installed module, this interpreter)."""

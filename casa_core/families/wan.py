@@ -167,7 +167,8 @@ def is_transferable(module: str) -> bool:
 
 def hidden_size(model) -> int | None:
     """The hidden size of a model (its first query's width); None where it has no Wan blocks."""
-    return model.shape(HIDDEN_PROBE)[0] if HIDDEN_PROBE in model else None
+    shape = model.shape(HIDDEN_PROBE) if HIDDEN_PROBE in model else ()
+    return shape[0] if shape else None     # a 0-d probe (a damaged file) names no size; the matcher refuses it
 
 
 def is_i2v(model) -> bool:

@@ -14,11 +14,11 @@ from .. import families, matching
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 
 
-def size(dim: int | None) -> str:
-    """``dim 5120 (Wan2.1 14B)``; the family only where the hidden size names one."""
+def size(dim: int | None, family=None) -> str:
+    """``dim 5120 (Wan2.1 14B)``; the model only where the hidden size names one in ``family``."""
     if dim is None:
-        return "no Wan blocks"
-    name = families.size_name(dim)
+        return "no transformer blocks"
+    name = families.size_name(dim, family)
     return f"dim {dim}" + (f" ({name})" if name else "")
 
 
@@ -42,10 +42,14 @@ class ModelFacts:
     name: str = ""                 # what the family calls it (``Wan2.2 T2V-A14B high-noise expert``)
     expert: str | None = None      # of a two-expert model: the one used
     distillation: tuple = ()       # a target given as distillation LoRAs: one line each
+    family: str = "wan"            # the family module its names are from
+
+    def _family(self):
+        return _family(self.family)
 
     def line(self) -> str:
         blocks = f", {self.blocks} block{'s' * (self.blocks != 1)}" if self.blocks else ""
-        what = (f"dim {self.dim} ({self.name})" if self.name and self.dim else size(self.dim)
+        what = (f"dim {self.dim} ({self.name})" if self.name and self.dim else size(self.dim, self._family())
                 + (" I2V" if self.i2v else ""))
         extra = [what + blocks, f"{self.tensors} tensors, {'/'.join(self.dtypes)}"]
         if self.container:
@@ -66,7 +70,7 @@ def model_facts(model) -> ModelFacts:
     stacked = tuple(d.line() for d in getattr(model, "loras", ()))
     return ModelFacts(model.identity, model.layout, dim, i2v, blocks, len(keys), dtypes,
                       getattr(model, "container", ""), getattr(model, "quantisation", ""), name,
-                      getattr(model, "expert", None), stacked)
+                      getattr(model, "expert", None), stacked, _family_name(fam))
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,12 @@ class LoraFacts:
     kinds: dict
     ranks: tuple[int, ...]
     dim: int | None                # the hidden size its layers imply
+    family: str = "wan"            # the family its names are from
 
     def line(self) -> str:
         kinds = ", ".join(f"{n} {KIND_NAMES.get(k, k)}" for k, n in sorted(self.kinds.items()))
         ranks = "/".join(map(str, self.ranks[:4])) + ("/..." if len(self.ranks) > 4 else "")
-        fam = f"; layers fit {size(self.dim)}" if self.dim else ""
+        fam = f"; layers fit {size(self.dim, _family(self.family))}" if self.dim else ""
         return f"{self.identity}  ({self.format} format; {kinds} layers, rank {ranks}{fam})"
 
 
@@ -91,7 +96,15 @@ def lora_facts(lora) -> LoraFacts:
     ins = Counter(p.in_features for p in lora.pairs)
     dim = ins.most_common(1)[0][0] if ins else None
     return LoraFacts(lora.identity, lora.format, len(lora.pairs), dict(kinds),
-                     tuple(sorted({p.rank for p in lora.pairs})), dim)
+                     tuple(sorted({p.rank for p in lora.pairs})), dim, _family_name(lora.family))
+
+
+def _family_name(family) -> str:
+    return family.__name__.rsplit(".", 1)[-1]
+
+
+def _family(name: str):
+    return next((f for f in families.FAMILIES if _family_name(f) == name), None)
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,7 @@ def verdicts(base=None, target=None, lora=None) -> dict:
         if mm.shared == 0:
             problems.append("the base and the target share no layer names: they are different architectures")
         elif fb.dim != ft.dim:
-            problems.append(f"the base has {size(fb.dim)} but the target {size(ft.dim)}: "
+            problems.append(f"the base has {size(fb.dim, base.family)} but the target {size(ft.dim, target.family)}: "
                             "pick a target distilled from this base")
         elif mm.mismatched:
             problems.append(f"{len(mm.mismatched)} layers differ in shape: {mm.mismatched[0].text('base', 'target')}")
@@ -185,7 +198,8 @@ def verdicts(base=None, target=None, lora=None) -> dict:
                 "unknown": lm.unknown, "not_linear": lm.not_linear}
             mf = facts[role]
             if lm.mismatched and lf.dim and mf.dim and lf.dim != mf.dim:
-                problems.append(f"the LoRA was trained for {size(lf.dim)} but the {role} has {size(mf.dim)}: "
+                problems.append(f"the LoRA was trained for {size(lf.dim, model.family)} but the {role} has "
+                                f"{size(mf.dim, model.family)}: "
                                 "pick a LoRA, base and target of the same model size")
             elif lm.mismatched:
                 problems.append(f"{len(lm.mismatched)} LoRA layers do not fit the {role}: "

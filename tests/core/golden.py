@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import case_target_loras
+
 # (down, up) suffixes of a LoRA pair; the update of a layer is up @ down.
 PAIRS = ((".lora_A.weight", ".lora_B.weight"), (".lora_down.weight", ".lora_up.weight"))
 TOLERANCE = {"float64": 1e-6}  # every other precision (float32, auto = float32): DEFAULT_TOLERANCE
@@ -94,13 +96,8 @@ def convert_command(case_dir: Path, spec: dict, output: Path, precision: str | N
         cmd += ["--target", str(case_dir / spec["target"])]
     # a target given as the base (``target: null``) or a checkpoint, plus distillation LoRAs: one file
     # (``target_lora``, ``target_lora_strength``) or a list of each, stacked in that order
-    loras = spec.get("target_lora") or []
-    strengths = spec.get("target_lora_strength", 1.0)
-    loras = [loras] if isinstance(loras, str) else list(loras)
-    strengths = strengths if isinstance(strengths, list) else [strengths] * len(loras)
-    for name, strength in zip(loras, strengths, strict=True):
-        path = str(case_dir / name)
-        cmd += ["--target-lora", path if strength == 1.0 else f"{path}:{strength!r}"]
+    for path, strength in case_target_loras(case_dir, spec):
+        cmd += ["--target-lora", str(path) if strength == 1.0 else f"{path}:{strength!r}"]
     cmd += ["--lora", str(case_dir / spec["lora"]), "--output", str(output), "--device", "cpu", "--quiet"]
     cmd += list(spec.get("args", []))
     if precision:

@@ -6,8 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from casa_core.conversion import Conversion
-from tests.conftest import GOLDEN
+from tests.conftest import GOLDEN, open_case
 
 naive = pytest.importorskip("benchmarks.naive")
 
@@ -22,8 +21,7 @@ RULE_CASES = [c for c in GOLDEN if json.loads((c / "case.json").read_text()).get
 def test_naive_matches_golden(case):
     c = json.loads((case / "case.json").read_text())
     flags = NAIVE_FLAGS[c.get("method", "casa")]
-    conv = Conversion.open(case / c["base"], case / c["target"], case / c["lora"])
-    plan = conv.plan
+    plan = open_case(case).plan
     expected = load_file(case / "expected.safetensors")
     for lp in plan.layers:
         key = f"{lp.module}.weight"

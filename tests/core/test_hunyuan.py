@@ -1,0 +1,190 @@
+"""HunyuanVideo as a second family, end to end with diffusers' own HunyuanVideoTransformer3DModel.
+
+A tiny random model is the base, a drifted copy the distilled target (as FastHunyuan is, in the
+diffusers layout); LoRAs are made by PEFT itself and written in diffusers and musubi/kohya naming
+too. diffusers loads the converted file and applies the engine's update. The original layout's
+fused q/k/v weights are read exactly, as their blocks of rows; a LoRA on fused layers is refused.
+"""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from casa_core import cli
+from casa_core.conversion import Conversion
+from casa_core.families import hunyuan
+from casa_core.models import ModelSource
+from casa_core.settings import RunOptions, TransferSettings
+from tests.core import factories
+
+peft = pytest.importorskip("peft")
+diffusers = pytest.importorskip("diffusers")
+
+CONFIG = {"in_channels": 4, "out_channels": 4, "num_attention_heads": 2, "attention_head_dim": 8, "num_layers": 2,
+          "num_single_layers": 2, "num_refiner_layers": 1, "mlp_ratio": 2.0, "patch_size": 1, "patch_size_t": 1,
+          "text_embed_dim": 16, "pooled_projection_dim": 8, "rope_axes_dim": (2, 2, 4)}
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "proj_mlp",
+           "norm1.linear", "norm1_context.linear", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+           "ff_context.net.2"]
+
+
+def _model(seed=0):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return HunyuanVideoTransformer3DModel(**CONFIG)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """base (a diffusers folder), target (a drifted transformer folder), and three LoRA files for the base."""
+    root = tmp_path_factory.mktemp("hunyuan")
+    base = _model()
+    base.save_pretrained(str(root / "base" / "transformer"))
+    (root / "base" / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanVideoPipeline"}))
+    target = _model()
+    target.load_state_dict(factories.drifted(_state(base), 9))
+    target.save_pretrained(str(root / "FastHunyuan"))
+    # a LoRA made by PEFT itself (a PEFT folder), then the same factors in diffusers and musubi naming
+    tuned = peft.get_peft_model(_model(), peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                          target_modules=TARGETS))
+    tuned.save_pretrained(str(root / "peft"))
+    raw = load_file(str(root / "peft" / "adapter_model.safetensors"))
+    bare = {k.removeprefix("base_model.model."): v for k, v in raw.items()}
+    save_file({"transformer." + k: v for k, v in bare.items()}, str(root / "diffusers.safetensors"),
+              metadata={"format": "pt", "lora_adapter_metadata": json.dumps({"r": 4, "lora_alpha": 8})})
+    musubi = {}
+    for k, v in bare.items():
+        module, part = k.rsplit(".lora_", 1)
+        stem = "lora_unet_" + module.replace(".", "_")
+        musubi[stem + (".lora_down.weight" if part.startswith("A") else ".lora_up.weight")] = v
+        musubi[stem + ".alpha"] = torch.tensor(8.0)
+    save_file(musubi, str(root / "musubi.safetensors"))
+    return root
+
+
+def _convert(base, target, lora, out=None, **kw):
+    conv = Conversion.open(base, target, lora, **kw)
+    settings = TransferSettings()
+    conv.run(settings, RunOptions(device="cpu", precision="float64", view_size=0))
+    if out is not None:
+        conv.export(out, settings, RunOptions())
+    return conv, {m: r.up.double() @ r.down.double() for m, r in conv.results.items()}
+
+
+def test_diffusers_loads_the_converted_file_and_applies_the_update(models, tmp_path):
+    from diffusers import HunyuanVideoPipeline
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    out = tmp_path / "converted.safetensors"
+    conv, want = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors", out)
+    assert conv.plan.base.family is hunyuan and conv.plan.base.layout == "diffusers"
+    # every 2-D linear the LoRA adapts: 2 double blocks x 14, 2 single blocks x 4 (to_q/k/v, proj_mlp), the
+    # token refiner's block x 6
+    assert len(want) == 2 * 14 + 2 * 4 + 6 and "single_transformer_blocks.1.proj_mlp" in want
+    with safe_open(str(out), "pt") as fh:
+        assert fh.metadata()["modelspec.architecture"] == "hunyuan-video/lora"
+    client = _model(seed=3)
+    before = {n: m.weight.detach().clone() for n, m in client.named_modules() if isinstance(m, torch.nn.Linear)}
+    pipe = HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=client, vae=None, scheduler=None,
+                                text_encoder_2=None, tokenizer_2=None)
+    pipe.load_lora_weights(str(out), adapter_name="casa")
+    pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
+    got = {n: (m.get_base_layer().weight.detach() - before[n]).double()
+           for n, m in client.named_modules() if isinstance(m, BaseTunerLayer)}
+    assert sorted(got) == sorted(want)
+    for m in want:
+        assert torch.allclose(got[m], want[m], rtol=0, atol=2e-6 * float(want[m].abs().max())), m
+
+
+def test_peft_diffusers_and_musubi_naming_give_one_result(models):
+    _, ref = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors")
+    for lora in (models / "peft", models / "musubi.safetensors"):
+        _, got = _convert(models / "base", models / "FastHunyuan", lora)
+        assert sorted(got) == sorted(ref)
+        for m in ref:
+            assert torch.allclose(got[m], ref[m], rtol=0, atol=1e-12), (lora.name, m)
+
+
+def _original_layout(state: dict) -> dict:
+    """The diffusers state dict in HunyuanVideo's original names, q/k/v fused as the original code does."""
+    inv = {kind: {d: o for o, d in table} for kind, table in hunyuan._TABLES.items()}
+    top = {d: o for o, d in hunyuan.TOP_MODULES}
+    out = {}
+    for kind, (orig, diff) in hunyuan.BLOCKS.items():
+        idx = sorted({k[len(diff) + 1:].split(".")[0] for k in state if k.startswith(diff + ".")})
+        for i in idx:
+            pre = f"{diff}.{i}."
+            for fused, parts in hunyuan.FUSED.items():
+                fk, fname = fused.split(".", 1)
+                if fk != kind:
+                    continue
+                for param in ("weight", "bias"):
+                    names = [pre + (p or hunyuan.SINGLE_MLP) + "." + param for p in parts]
+                    out[f"{orig}.{i}.{fname}.{param}"] = torch.cat([state[n] for n in names])
+            for k, v in state.items():
+                if k.startswith(pre):
+                    module, param = k[len(pre):].rsplit(".", 1)
+                    if module in inv[kind]:
+                        out[f"{orig}.{i}.{inv[kind][module]}.{param}"] = v
+    for k, v in state.items():
+        module, param = k.rsplit(".", 1)
+        if module in top:
+            out[f"{top[module]}.{param}"] = v
+    return out
+
+
+def test_an_original_layout_base_reads_fused_qkv_exactly(models, tmp_path):
+    state = load_file(str(models / "base" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    orig = tmp_path / "hunyuan_video_original.safetensors"
+    save_file(_original_layout(state), str(orig))
+    src = ModelSource(orig, "base")
+    assert src.family is hunyuan and src.layout == "original"
+    for key in ("transformer_blocks.1.attn.add_k_proj.weight", "single_transformer_blocks.0.proj_mlp.bias",
+                "single_transformer_blocks.1.attn.to_v.weight", "transformer_blocks.0.ff.net.2.weight",
+                "context_embedder.token_refiner.refiner_blocks.0.attn.to_k.weight"):
+        assert src.shape(key) == tuple(state[key].shape) and torch.equal(src.read(key), state[key]), key
+    _, ref = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors")
+    _, got = _convert(orig, models / "FastHunyuan", models / "diffusers.safetensors")
+    assert sorted(got) == sorted(ref)
+    for m in ref:
+        assert torch.allclose(got[m], ref[m], rtol=0, atol=1e-12), m
+
+
+def test_a_fused_lora_is_refused(models, tmp_path, capsys):
+    fused = tmp_path / "musubi_fused.safetensors"
+    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 16),
+               "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.zeros(48, 4),
+               "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.zeros(4, 16),
+               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.zeros(16, 4)}, str(fused))
+    out = tmp_path / "out.safetensors"
+    code = cli.main(["convert", "--base", str(models / "base"), "--target", str(models / "FastHunyuan"),
+                     "--lora", str(fused), "-o", str(out), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert "fused q/k/v projections" in err and "img_attn_qkv" in err and "(--lora)" in err
+
+
+def test_inspect_names_the_family(models, capsys):
+    assert cli.main(["inspect", "--base", str(models / "base"), "--target", str(models / "FastHunyuan"),
+                     "--lora", str(models / "diffusers.safetensors"), "--no-drift"]) == 0
+    out = capsys.readouterr().out
+    assert "a HunyuanVideo-architecture model of no known size" in out and "4 blocks" in out
+    assert "42 layers will transfer" in out
+
+
+def test_a_wan_lora_on_hunyuan_is_refused(models, tmp_path, capsys):
+    wan_lora = factories.write_lora(factories.lora_factors(factories.model_tensors(0), 1), tmp_path / "w.safetensors")
+    out = tmp_path / "out.safetensors"
+    code = cli.main(["convert", "--base", str(models / "base"), "--target", str(models / "FastHunyuan"),
+                     "--lora", str(wan_lora), "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists() and "matches no layer of the base model" in err
