@@ -116,7 +116,8 @@ def make_plan(base: ModelSource, target: ModelSource, lora: LoraSource, layers: 
     if not planned:
         if unmatched == len(lora.pairs):
             raise CasaError(f"the LoRA matches no layer of the base model (first LoRA layer: {lora.pairs[0].prefix})",
-                            "it is probably for another model family (SDXL, a text encoder); pick a Wan2.1 LoRA")
+                            "it is probably for another model family (SDXL, a text encoder); pick a LoRA trained on "
+                            "this base")
         raise CasaError("no LoRA layer is left to transfer (all pass through)",
                         "check the layers pattern and that the target holds the LoRA's layers", setting="layers")
     # the network's order (blocks by number, modules as a block runs them), not the file's key order:
