@@ -268,6 +268,9 @@ class Conversion:
             "target": _model_identity(plan.target, options.provenance_paths),
             "lora": _lora_identity(plan.lora, lora_sha, options.provenance_paths),
         }
+        expert = getattr(plan.base, "expert", None) or getattr(plan.target, "expert", None)
+        if expert:
+            provenance["expert"] = expert
         if isinstance(plan.target, StackedTarget):
             # the output is meant for the model with those distillation LoRAs loaded beside it
             provenance["stack_with"] = [{"name": d.lora.identity if d.lora.from_hub else Path(d.lora.path).name,

@@ -216,3 +216,42 @@ def test_golden_checker_builds_the_target_lora_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "casa_core", "convert", *cmd[cmd.index("convert") + 1:]],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _renamed(fmt: str, tmp_path):
+    """The golden distillation LoRA in another layout: kohya (``.diff`` kept) or diffusers (no ``.diff`` form)."""
+    from casa_core.families import wan
+
+    t = load_file(str(DISTILL))
+    out, meta = {}, {"format": "pt"}
+    for k, v in t.items():
+        bare = k.removeprefix("diffusion_model.")
+        for end, new in ((".lora_A.weight", ".lora_down.weight"), (".lora_B.weight", ".lora_up.weight"),
+                         (".alpha", ".alpha"), (".diff_b", ".diff_b"), (".diff", ".diff")):
+            if bare.endswith(end):
+                module = bare[: -len(end)]
+                if fmt == "kohya":
+                    out["lora_unet_" + module.replace(".", "_") + new] = v
+                elif end in (".lora_A.weight", ".lora_B.weight"):
+                    out["transformer." + wan.to_diffusers(module) + end] = v
+                break
+    if fmt == "diffusers":
+        meta["lora_adapter_metadata"] = json.dumps({"r": 8, "lora_alpha": 4})
+    path = tmp_path / f"distill-{fmt}.safetensors"
+    save_file(out, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_distillation_loras_in_other_layouts(tmp_path, fmt):
+    path = _renamed(fmt, tmp_path)
+    merged = _merged(tmp_path, load_file(str(BASE)), [(DISTILL, 1.0)]) if fmt == "kohya" else None
+    if merged is None:      # the diffusers layout cannot hold head.head's full update
+        comfy = {k: v for k, v in load_file(str(DISTILL)).items() if not k.endswith(".diff")}
+        save_file(comfy, str(tmp_path / "nodiff.safetensors"))
+        merged = _merged(tmp_path, load_file(str(BASE)), [(tmp_path / "nodiff.safetensors", 1.0)])
+    _, want = _run(BASE, merged, LORA)
+    conv, got = _run(BASE, None, LORA, target_loras=[(path, 1.0)])
+    _close(got, want)
+    d = conv.plan.target.loras[0]
+    assert d.lora.format == fmt and d.pairs == 25 and d.diffs == (["head.head"] if fmt == "kohya" else [])
