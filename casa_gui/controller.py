@@ -238,9 +238,13 @@ class Controller(QObject):
             self.plan_changed.emit(plan)
             desc = plan.describe()
             n_pass = len(plan.passed) + len(plan.lora.other_keys)
+            stacked = desc["target"].get("distillation_loras", [])
+            target = (f"{desc['target']['layout']} layout" + (
+                f" + {len(stacked)} distillation LoRA{'s' * (len(stacked) != 1)} ("
+                + ", ".join(f"{d['name']} x{d['strength']:g}" for d in stacked) + ")" if stacked else ""))
             self.sources_note.emit(
                 f"{len(plan.layers)} layers will transfer, {n_pass} keys pass through unchanged. "
-                f"Base: {desc['base']['layout']} layout; target: {desc['target']['layout']} layout; "
+                f"Base: {desc['base']['layout']} layout; target: {target}; "
                 f"LoRA: {desc['lora']['format']} format.", "")
             log.info("plan: %d layers to transfer, %d LoRA layers pass through", len(plan.layers), len(plan.passed))
             for p in plan.passed[:20]:

@@ -22,7 +22,9 @@ def test_distillation_loras_on_the_base(window, qtbot):
     plan = window.controller.session.plan
     stacked = plan.describe()["target"]["distillation_loras"]
     assert [(d["name"], d["strength"]) for d in stacked] == [("distill.safetensors", 0.8)]
-    assert plan.target.on_base and "26 layers will transfer" in window.sources.status.text()
+    status = window.sources.status.text()
+    assert plan.target.on_base and "26 layers will transfer" in status
+    assert "1 distillation LoRA (distill.safetensors x0.8)" in status
     assert len(window.controller.session.drift) == 26
 
 
