@@ -18,11 +18,7 @@ def expert_folder(path: Path, role: str, expert: str | None) -> tuple[Path, str 
     Such a model (Wan2.2 A14B: ``high_noise_model/`` + ``low_noise_model/``, or a diffusers folder
     with ``transformer/`` + ``transformer_2/``) needs an expert; an expert it lacks is refused.
     """
-    folders = {}
-    for fam in families.FAMILIES:
-        folders = fam.expert_folders(path) if hasattr(fam, "expert_folders") and path.is_dir() else {}
-        if folders:
-            break
+    folders = _expert_folders(path)
     if not folders:
         return path, None
     listed = ", ".join(f"{e} ({Path(f).name}/)" for e, f in folders.items())
@@ -40,14 +36,15 @@ def expert_choices(spec) -> list[str]:
 
     A Hugging Face repo id is not looked up here (opening it says when it needs an expert).
     """
-    path = Path(str(spec)).expanduser()
-    if not str(spec).strip() or not path.is_dir():
-        return []
-    for fam in families.FAMILIES:
-        folders = fam.expert_folders(path) if hasattr(fam, "expert_folders") else {}
-        if folders:
-            return list(folders)
-    return []
+    return list(_expert_folders(Path(str(spec)).expanduser())) if str(spec).strip() else []
+
+
+def _expert_folders(path: Path) -> dict:
+    """expert -> folder, for a folder any family knows as a two-expert model's; empty otherwise."""
+    if not path.is_dir():
+        return {}
+    return next((found for fam in families.FAMILIES if hasattr(fam, "expert_folders")
+                 and (found := fam.expert_folders(path))), {})
 
 
 def weight_files(path: Path, role: str, expert: str | None = None) -> list[Path]:
