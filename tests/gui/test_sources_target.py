@@ -6,6 +6,8 @@ from casa_gui.settings_store import GuiSettings
 from tests.conftest import GOLDEN_DIR
 from tests.core import factories
 
+from .conftest import convert
+
 CASE = GOLDEN_DIR / "target-lora-distill-comfy"
 BASE, DISTILL, LORA = CASE / "base.safetensors", CASE / "distill.safetensors", CASE / "lora.safetensors"
 
@@ -26,6 +28,9 @@ def test_distillation_loras_on_the_base(window, qtbot):
     assert plan.target.on_base and "26 layers will transfer" in status
     assert "1 distillation LoRA (distill.safetensors x0.8)" in status
     assert len(window.controller.session.drift) == 26
+    convert(window, qtbot)      # with the spectra the GUI asks for: the target's from the low-rank drift
+    res = window.controller.session.results["blocks.0.self_attn.q"]
+    assert res.views.sigma_target is not None and len(window.controller.session.results) == 26
 
 
 def test_a_checkpoint_and_two_distillation_loras(window, qtbot, tmp_path):
