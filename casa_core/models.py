@@ -133,7 +133,9 @@ class ModelSource:
         diffusers = any(self.family.is_diffusers_name(k) for k in stripped)
         self.layout = "diffusers" if diffusers else "original"
         self._keys = {self.family.canonical_key(s, diffusers): k for s, k in zip(stripped, raw, strict=False)}
-        self._rows: dict[str, tuple[int, int]] = {}     # canonical key -> rows of a fused tensor it is
+        # canonical key -> the blocks of rows of a stored tensor it is, in order (a fused projection's
+        # part, or a weight whose halves another layout stores swapped)
+        self._rows: dict[str, tuple[tuple[int, int], ...]] = {}
         fused = getattr(self.family, "fused_rows", None)
         if fused is not None and not diffusers:
             raw_of = dict(zip(stripped, raw, strict=True))
@@ -145,9 +147,9 @@ class ModelSource:
                 parts = fused(s, shape_of)
                 if parts:
                     del self._keys[self.family.canonical_key(s, diffusers)]
-                    for ckey, start, stop in parts:
+                    for ckey, blocks in parts:
                         self._keys[ckey] = k
-                        self._rows[ckey] = (start, stop)
+                        self._rows[ckey] = tuple(blocks)
         # the expert picked, or (a model of an expert's size) the one its own file or folder says it is
         self.expert = chosen
         if chosen is None and hasattr(self.family, "expert_of") and self.family.hidden_size(self) == \
@@ -165,8 +167,7 @@ class ModelSource:
     def shape(self, ckey: str) -> tuple[int, ...]:
         shape = self.store.shape(self._keys[ckey])
         if ckey in self._rows:
-            start, stop = self._rows[ckey]
-            return (stop - start, *shape[1:])
+            return (sum(stop - start for start, stop in self._rows[ckey]), *shape[1:])
         return shape
 
     def dtype(self, ckey: str) -> str:
@@ -185,9 +186,10 @@ class ModelSource:
         scale = self._scales.get(key)
         if scale is not None or dtypes.is_fp8(self.store.info(key).dtype):
             t = fp8.dequantise(t, self.store.read(scale) if scale else None, name=key)
-        if ckey in self._rows:      # one projection of a fused tensor: its block of rows
-            start, stop = self._rows[ckey]
-            t = t[start:stop].clone()
+        if ckey in self._rows:      # one projection of a fused tensor: its blocks of rows
+            import torch
+
+            t = torch.cat([t[start:stop] for start, stop in self._rows[ckey]])
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CasaError(f"{self.role} tensor {key} in {self.path} holds NaN or Inf",
                             "the checkpoint is damaged; re-download it")

@@ -66,9 +66,10 @@ TOP_MODULES: tuple[tuple[str, str], ...] = (
     ("txt_in.c_embedder.linear_1", "context_embedder.time_text_embed.text_embedder.linear_1"),
     ("txt_in.c_embedder.linear_2", "context_embedder.time_text_embed.text_embedder.linear_2"),
     ("final_layer.linear", "proj_out"),
-    # final_layer.adaLN_modulation.1 is norm_out.linear with its two halves swapped (shift, scale
-    # against scale, shift): a rename would pair the wrong rows, so it keeps its own name
 )
+# stored with its two halves swapped in the original layout (shift, scale against diffusers' scale,
+# shift): read as norm_out.linear with the halves put back (``fused_rows``)
+SWAPPED = ("final_layer.adaLN_modulation.1", "norm_out.linear")
 # fused original modules -> the diffusers projections stacked in their rows; None: the rest of the rows
 FUSED: dict[str, tuple[str | None, ...]] = {
     "double.img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
@@ -160,14 +161,20 @@ def canonical_key(key: str, diffusers: bool) -> str:
     return f"{canon}.{param}" if param else canon
 
 
-def fused_rows(key: str, shape_of) -> list[tuple[str, int, int]] | None:
-    """For a fused original-layout tensor (``double_blocks.0.img_attn_qkv.weight`` or its bias): the
-    canonical keys it holds and their rows, ``[(key, start, stop), ...]``; None for any other key.
+def fused_rows(key: str, shape_of) -> list[tuple[str, tuple[tuple[int, int], ...]]] | None:
+    """For an original-layout tensor that is not one canonical tensor as stored (a fused projection such
+    as ``double_blocks.0.img_attn_qkv.weight`` or its bias; ``final_layer.adaLN_modulation.1``, halves
+    swapped): the canonical keys it holds and their blocks of rows, ``[(key, ((start, stop), ...)), ...]``;
+    None for any other key.
 
     ``shape_of(prefix_free_key)`` gives a tensor's shape: the fused weight's input width is the
     hidden size, which each of q, k and v has as its number of rows.
     """
     module, param = split_param(key)
+    if module == SWAPPED[0]:
+        rows = (shape_of(key) or (0,))[0]
+        half = rows // 2
+        return [(f"{SWAPPED[1]}.{param}", ((half, rows), (0, half)))] if rows and rows % 2 == 0 else None
     found = _original_block(module)
     if not found:
         return None
@@ -187,7 +194,7 @@ def fused_rows(key: str, shape_of) -> list[tuple[str, int, int]] | None:
     for i, name in enumerate(parts):
         start = i * dim
         stop = rows if name is None else start + dim
-        out.append((f"{block}.{name or SINGLE_MLP}.{param}", start, stop))
+        out.append((f"{block}.{name or SINGLE_MLP}.{param}", ((start, stop),)))
     return out
 
 

@@ -157,6 +157,15 @@ def test_inspect_explains_the_distillation_loras(capsys):
     assert "bias updates (diff_b)" in text and "26 layers will transfer" in text
 
 
+def test_inspect_json_lists_the_distillation_loras(capsys):
+    assert cli.main(["inspect", "--base", str(BASE), "--target-lora", f"{DISTILL}:0.5", "--lora", str(LORA),
+                     "--json", "--no-drift"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    stacked = data["target"]["distillation_loras"]
+    assert stacked[0]["strength"] == 0.5 and stacked[0]["ranks"] == [8]
+    assert data["checks"]["sources"]["target"]["distillation"][0].startswith(str(DISTILL))
+
+
 def test_diff_m_and_norm_diffs_are_listed_not_read(tmp_path):
     t = load_file(str(DISTILL))
     t["diffusion_model.blocks.0.diff_m"] = torch.zeros(1, 6, 64)

@@ -28,7 +28,7 @@ CONFIG = {"in_channels": 4, "out_channels": 4, "num_attention_heads": 2, "attent
           "text_embed_dim": 16, "pooled_projection_dim": 8, "rope_axes_dim": (2, 2, 4)}
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "proj_mlp",
            "norm1.linear", "norm1_context.linear", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
-           "ff_context.net.2"]
+           "ff_context.net.2", "norm_out.linear"]
 
 
 def _model(seed=0):
@@ -88,8 +88,8 @@ def test_diffusers_loads_the_converted_file_and_applies_the_update(models, tmp_p
     conv, want = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors", out)
     assert conv.plan.base.family is hunyuan and conv.plan.base.layout == "diffusers"
     # every 2-D linear the LoRA adapts: 2 double blocks x 14, 2 single blocks x 4 (to_q/k/v, proj_mlp), the
-    # token refiner's block x 6
-    assert len(want) == 2 * 14 + 2 * 4 + 6 and "single_transformer_blocks.1.proj_mlp" in want
+    # token refiner's block x 7 (its norm_out.linear too), the model's norm_out.linear
+    assert len(want) == 2 * 14 + 2 * 4 + 7 + 1 and "single_transformer_blocks.1.proj_mlp" in want
     with safe_open(str(out), "pt") as fh:
         assert fh.metadata()["modelspec.architecture"] == "hunyuan-video/lora"
     client = _model(seed=3)
@@ -139,6 +139,9 @@ def _original_layout(state: dict) -> dict:
         module, param = k.rsplit(".", 1)
         if module in top:
             out[f"{top[module]}.{param}"] = v
+        elif module == hunyuan.SWAPPED[1]:      # the original code keeps (shift, scale)
+            scale, shift = v.chunk(2)
+            out[f"{hunyuan.SWAPPED[0]}.{param}"] = torch.cat([shift, scale])
     return out
 
 
@@ -150,7 +153,8 @@ def test_an_original_layout_base_reads_fused_qkv_exactly(models, tmp_path):
     assert src.family is hunyuan and src.layout == "original"
     for key in ("transformer_blocks.1.attn.add_k_proj.weight", "single_transformer_blocks.0.proj_mlp.bias",
                 "single_transformer_blocks.1.attn.to_v.weight", "transformer_blocks.0.ff.net.2.weight",
-                "context_embedder.token_refiner.refiner_blocks.0.attn.to_k.weight"):
+                "context_embedder.token_refiner.refiner_blocks.0.attn.to_k.weight", "norm_out.linear.weight",
+                "norm_out.linear.bias"):
         assert src.shape(key) == tuple(state[key].shape) and torch.equal(src.read(key), state[key]), key
     _, ref = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors")
     _, got = _convert(orig, models / "FastHunyuan", models / "diffusers.safetensors")
@@ -178,7 +182,7 @@ def test_inspect_names_the_family(models, capsys):
                      "--lora", str(models / "diffusers.safetensors"), "--no-drift"]) == 0
     out = capsys.readouterr().out
     assert "a HunyuanVideo-architecture model of no known size" in out and "4 blocks" in out
-    assert "42 layers will transfer" in out
+    assert "44 layers will transfer" in out
 
 
 def test_a_wan_lora_on_hunyuan_is_refused(models, tmp_path, capsys):
