@@ -242,9 +242,10 @@ class Controller(QObject):
             target = (f"{desc['target']['layout']} layout" + (
                 f" + {len(stacked)} distillation LoRA{'s' * (len(stacked) != 1)} ("
                 + ", ".join(f"{d['name']} x{d['strength']:g}" for d in stacked) + ")" if stacked else ""))
+            expert = f", {desc['base']['expert']} expert" if desc["base"].get("expert") else ""
             self.sources_note.emit(
                 f"{len(plan.layers)} layers will transfer, {n_pass} keys pass through unchanged. "
-                f"Base: {desc['base']['layout']} layout; target: {target}; "
+                f"Base: {desc['base']['layout']} layout{expert}; target: {target}; "
                 f"LoRA: {desc['lora']['format']} format.", "")
             log.info("plan: %d layers to transfer, %d LoRA layers pass through", len(plan.layers), len(plan.passed))
             for p in plan.passed[:20]:

@@ -62,7 +62,7 @@ def test_expert_choice_offered_for_two_expert_models(window, qtbot, tmp_path):
     assert _inspect(window, qtbot, base=str(root), target=str(root), lora=str(lora)) == "failed"
     assert src.expert.isVisible() and "holds two experts" in src.status.text()
     assert _inspect(window, qtbot, base=str(root), target=str(root), lora=str(lora), expert="low") == "ok"
-    assert window.controller.session.plan.base.expert == "low"
+    assert window.controller.session.plan.base.expert == "low" and "layout, low expert" in src.status.text()
 
 
 def test_the_target_slot_is_remembered(window, tmp_path):
