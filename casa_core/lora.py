@@ -121,6 +121,8 @@ class LoraSource:
                             "full-diff (.diff) files are not supported; pick a LoRA")
         self.other_keys = [k for k in raw if k not in used]
         self.family = families.family_of(names.strip_prefix(p.prefix) for p in self.pairs)
+        if hasattr(self.family, "split_fused_pair"):
+            self.pairs = [part for pair in self.pairs for part in self._split_fused(pair)]
         self.format = formats.detect([p.prefix for p in self.pairs], self.family)
 
     @staticmethod
@@ -165,6 +167,36 @@ class LoraSource:
         self.store.derive(down_key, dtype, (ad.rank, ad.in_features), lambda: self._lycoris_factors(ad)[1])
         return LoraPair(ad.prefix, down_key, up_key, alpha_key, ad.rank, ad.out_features, ad.in_features,
                         scale, ad.kind, ad.keys)
+
+    def _split_fused(self, pair: LoraPair) -> list[LoraPair]:
+        """A pair on a fused projection (HunyuanVideo's ``img_attn_qkv``) as exact pairs on its parts: each
+        the up factor's block of rows with the shared down factor; any other pair as it is."""
+        if pair.kind != "lora":
+            return [pair]
+        kohya_style = kohya.owns(pair.prefix)
+        bare = kohya.stem(pair.prefix) if kohya_style else names.strip_prefix(pair.prefix)
+        parts = self.family.split_fused_pair(pair.prefix, bare, pair.out_features, pair.in_features, kohya_style)
+        if not parts:
+            return [pair]
+        down_end, up_end = pair.down_key[len(pair.prefix):], pair.up_key[len(pair.prefix):]
+        alpha_end = pair.alpha_key[len(pair.prefix):] if pair.alpha_key else None
+        up_info, down_info = self.store.info(pair.up_key), self.store.info(pair.down_key)
+        out = []
+        for prefix, start, stop in parts:
+            down_key, up_key = prefix + down_end, prefix + up_end
+            alpha_key = prefix + alpha_end if alpha_end else None
+            if any(k in self.store for k in (down_key, up_key)):
+                raise _twice(prefix, pair.down_key, down_key)
+            self.store.derive(up_key, up_info.dtype, (stop - start, *up_info.shape[1:]),
+                              lambda k=pair.up_key, a=start, b=stop: self.store.read(k)[a:b])
+            self.store.derive(down_key, down_info.dtype, tuple(down_info.shape),
+                              lambda k=pair.down_key: self.store.read(k))
+            if alpha_key:
+                self.store.derive(alpha_key, self.store.info(pair.alpha_key).dtype, (),
+                                  lambda k=pair.alpha_key: self.store.read(k))
+            out.append(LoraPair(prefix, down_key, up_key, alpha_key, pair.rank, stop - start, pair.in_features,
+                                pair.scale, "lora", pair.keys))
+        return out
 
     def _lycoris_factors(self, ad: lycoris.Adapter):
         # the engine reads up, then down: keep the last layer's pair so it is built once

@@ -6,7 +6,8 @@ linears the rule applies to and its sizes, with the functions every family provi
 ``canonical_key``, ``is_transferable``, ``hidden_size``, ``is_i2v``, ``block_count``,
 ``collapse_block``, ``block_part``, ``layer_order``, ``size_name``, ``architecture``, ``model_name``
 and ``model_architecture``; optionally ``fused_rows`` (a checkpoint's fused projections read as their
-parts), ``check_lora`` (LoRAs the family refuses) and the two-expert facts (``expert_folders``,
+parts), ``split_fused_pair`` (a LoRA pair on a fused projection as pairs on its parts), ``spellings`` (a
+module's names in every layout, for kohya names) and the two-expert facts (``expert_folders``,
 ``expert_of``, ``expert_hint``, ``EXPERT_TITLES``). A new family is one new module listed in ``FAMILIES``.
 """
 

@@ -6,10 +6,10 @@ only the diffusers layout holds q, k and v apart. The original layout (``double_
 ``single_blocks.N.``) fuses them: ``img_attn_qkv`` / ``txt_attn_qkv`` (and the token refiner's
 ``self_attn_qkv``) are q, k, v stacked by rows, and a single block's ``linear1`` is q, k, v and
 the MLP's input projection. A model in that layout is read exactly, each projection being its
-block of rows of the fused weight (``fused_rows``). A LoRA trained on the fused layers adapts all
-three at once with one down factor; it would have to be split into three pairs sharing that
-factor and written back under split names, which this app does not do: it is refused
-(``check_lora``) with a message saying how to get the split form.
+block of rows of the fused weight (``fused_rows``). A LoRA trained on the fused layers (musubi-tuner
+writes them so) is read exactly too: its pair becomes one pair per projection, the up factor's
+block of rows with the shared down factor (``split_fused_pair``), which the output holds under the
+split (diffusers) names.
 """
 
 from __future__ import annotations
@@ -198,25 +198,48 @@ def fused_rows(key: str, shape_of) -> list[tuple[str, tuple[tuple[int, int], ...
     return out
 
 
-def check_lora(lora) -> None:
-    """Refuse a LoRA trained on fused projections (``img_attn_qkv``, ``linear1``): one down factor shared by
-    q, k and v cannot be split into per-projection LoRAs without changing it."""
-    from .. import names
-    from ..formats import kohya
+_TO_ORIG = {kind: {d: o for o, d in table} for kind, table in _TABLES.items()}
+_TOP_TO_ORIG = {d: o for o, d in TOP_MODULES}
 
-    for pair in lora.pairs:
-        bare = names.strip_prefix(pair.prefix)
-        if kohya.owns(pair.prefix):
-            bare = kohya.stem(pair.prefix)
-        flat = bare.replace(".", "_")
-        hit = next((f.split(".", 1)[1] for f in FUSED if flat.endswith("_" + f.split(".", 1)[1].replace(".", "_"))
-                    and ("blocks" in flat)), None)
-        if hit:
-            raise CasaError(f"the LoRA adapts fused q/k/v projections ({pair.prefix}: {hit}); the rule works on "
-                            "each projection apart, and this app does not split fused LoRA pairs",
-                            "use the LoRA in diffusers naming (attn.to_q, attn.to_k, attn.to_v); diffusers' "
-                            "HunyuanVideo LoRA loader splits it (q, k and v share its down factor)",
-                            setting="lora")
+
+def spellings(module: str) -> tuple[str, ...]:
+    """A canonical module's names in every layout (diffusers, original), for kohya names to resolve against."""
+    for kind, (orig, _) in BLOCKS.items():
+        m = _BLOCK_RE[kind][1].match(module)
+        if m and m.group(2):
+            rest = _TO_ORIG[kind].get(m.group(2))
+            return (module, f"{orig}.{m.group(1)}.{rest}") if rest else (module,)
+    return (module, _TOP_TO_ORIG[module]) if module in _TOP_TO_ORIG else (module,)
+
+
+_FUSED_FLAT = {kind_rest: re.compile(rf"^{re.escape(BLOCKS[kind_rest.split('.')[0]][0].replace('.', '_'))}_(\d+)_"
+                                     rf"{re.escape(kind_rest.split('.', 1)[1].replace('.', '_'))}$")
+               for kind_rest in FUSED}
+
+
+def split_fused_pair(prefix: str, bare: str, out_features: int, in_features: int, kohya_style: bool):
+    """A LoRA pair on a fused projection as pairs on its parts: ``[(new prefix, start, stop), ...]`` (the
+    up factor's rows; the down factor is shared), or None for any other pair. ``bare``: the prefix without
+    its known prefixes (kohya: without ``lora_unet_``)."""
+    flat = bare.replace(".", "_")
+    for kind_rest, rx in _FUSED_FLAT.items():
+        m = rx.match(flat)
+        if not m:
+            continue
+        kind = kind_rest.split(".")[0]
+        parts = FUSED[kind_rest]
+        dim = in_features
+        if out_features < 3 * dim or (None not in parts and out_features != 3 * dim):
+            raise CasaError(f"the LoRA's fused layer {prefix} is {out_features}x{in_features}, not 3 x its "
+                            f"{in_features} inputs (q, k, v)", "the LoRA is not for this model; pick its own")
+        lead = prefix[: len(prefix) - len(bare)]
+        out = []
+        for i, name in enumerate(parts):
+            module = f"{BLOCKS[kind][1]}.{m.group(1)}.{name or SINGLE_MLP}"
+            start, stop = i * dim, (out_features if name is None else (i + 1) * dim)
+            out.append((lead + (module.replace(".", "_") if kohya_style else module), start, stop))
+        return out
+    return None
 
 
 def is_transferable(module: str) -> bool:

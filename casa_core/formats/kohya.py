@@ -36,9 +36,12 @@ def underscore_index(modules, family) -> dict[str, str]:
     underscores (``self_attn``, ``k_img``) are never guessed.
     """
     out: dict[str, str] = {}
+    spellings = getattr(family, "spellings", None)     # a family whose canonical names are not the original ones
     for canon in modules:
         out[canon.replace(".", "_")] = canon
         out[family.to_diffusers(canon).replace(".", "_")] = canon
+        for name in spellings(canon) if spellings else ():
+            out.setdefault(name.replace(".", "_"), canon)
     return out
 
 

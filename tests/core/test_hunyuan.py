@@ -3,7 +3,7 @@
 A tiny random model is the base, a drifted copy the distilled target (as FastHunyuan is, in the
 diffusers layout); LoRAs are made by PEFT itself and written in diffusers and musubi/kohya naming
 too. diffusers loads the converted file and applies the engine's update. The original layout's
-fused q/k/v weights are read exactly, as their blocks of rows; a LoRA on fused layers is refused.
+fused q/k/v weights are read exactly, as their blocks of rows; so is a LoRA on the fused layers.
 """
 
 import json
@@ -81,9 +81,6 @@ def _convert(base, target, lora, out=None, **kw):
 
 
 def test_diffusers_loads_the_converted_file_and_applies_the_update(models, tmp_path):
-    from diffusers import HunyuanVideoPipeline
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     out = tmp_path / "converted.safetensors"
     conv, want = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors", out)
     assert conv.plan.base.family is hunyuan and conv.plan.base.layout == "diffusers"
@@ -92,6 +89,14 @@ def test_diffusers_loads_the_converted_file_and_applies_the_update(models, tmp_p
     assert len(want) == 2 * 14 + 2 * 4 + 7 + 1 and "single_transformer_blocks.1.proj_mlp" in want
     with safe_open(str(out), "pt") as fh:
         assert fh.metadata()["modelspec.architecture"] == "hunyuan-video/lora"
+    _check_in_diffusers(out, want)
+
+
+def _check_in_diffusers(out, want):
+    """diffusers' HunyuanVideoPipeline loads ``out`` and applies exactly ``want`` (the engine's updates)."""
+    from diffusers import HunyuanVideoPipeline
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     client = _model(seed=3)
     before = {n: m.weight.detach().clone() for n, m in client.named_modules() if isinstance(m, torch.nn.Linear)}
     pipe = HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=client, vae=None, scheduler=None,
@@ -163,18 +168,73 @@ def test_an_original_layout_base_reads_fused_qkv_exactly(models, tmp_path):
         assert torch.allclose(got[m], ref[m], rtol=0, atol=1e-12), m
 
 
-def test_a_fused_lora_is_refused(models, tmp_path, capsys):
-    fused = tmp_path / "musubi_fused.safetensors"
-    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 16),
-               "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.zeros(48, 4),
-               "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.zeros(4, 16),
-               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.zeros(16, 4)}, str(fused))
-    out = tmp_path / "out.safetensors"
-    code = cli.main(["convert", "--base", str(models / "base"), "--target", str(models / "FastHunyuan"),
-                     "--lora", str(fused), "-o", str(out), "-q"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and not out.exists() and len(err.splitlines()) == 1
-    assert "fused q/k/v projections" in err and "img_attn_qkv" in err and "(--lora)" in err
+def _fused_and_split(tmp_path, style: str):
+    """A LoRA on the original layout's fused layers (musubi-tuner's naming, or ComfyUI's dotted one) and the
+    same update as a diffusers-named LoRA of split pairs (q, k, v share the down factor)."""
+    g = torch.Generator().manual_seed(11)
+    D, r, mlp = 16, 4, 32
+    fused, split = {}, {}
+    layers = [(f"double_blocks.{i}.img_attn_qkv", f"transformer_blocks.{i}.attn.", ("to_q", "to_k", "to_v"))
+              for i in range(2)]
+    layers += [(f"double_blocks.{i}.txt_attn_qkv", f"transformer_blocks.{i}.attn.",
+                ("add_q_proj", "add_k_proj", "add_v_proj")) for i in range(2)]
+    layers += [(f"single_blocks.{i}.linear1", f"single_transformer_blocks.{i}.", ("attn.to_q", "attn.to_k",
+                                                                                   "attn.to_v", "proj_mlp"))
+               for i in range(2)]
+    layers += [("txt_in.individual_token_refiner.blocks.0.self_attn_qkv",
+                "context_embedder.token_refiner.refiner_blocks.0.attn.", ("to_q", "to_k", "to_v"))]
+    plain = [("double_blocks.1.img_attn_proj", "transformer_blocks.1.attn.to_out.0", D),
+             ("single_blocks.0.linear2", "single_transformer_blocks.0.proj_out", D + mlp),
+             ("double_blocks.0.txt_mlp.fc1", "transformer_blocks.0.ff_context.net.0.proj", D)]
+    for orig, pre, parts in layers:
+        rows = 3 * D + (mlp if len(parts) == 4 else 0)
+        A, B = torch.randn(r, D, generator=g) * 0.1, torch.randn(rows, r, generator=g) * 0.1
+        _put(fused, orig, A, B, style)
+        for i, name in enumerate(parts):
+            stop = rows if i == 3 else (i + 1) * D
+            _put(split, pre + name, A, B[i * D:stop], "diffusers")
+    for orig, diff, n_in in plain:
+        shape_out = {"transformer_blocks.1.attn.to_out.0": D, "single_transformer_blocks.0.proj_out": D,
+                     "transformer_blocks.0.ff_context.net.0.proj": 2 * D}[diff]
+        A, B = torch.randn(r, n_in, generator=g) * 0.1, torch.randn(shape_out, r, generator=g) * 0.1
+        _put(fused, orig, A, B, style)
+        _put(split, diff, A, B, "diffusers")
+    f, s_ = tmp_path / f"fused_{style}.safetensors", tmp_path / "split.safetensors"
+    save_file(fused, str(f))
+    save_file(split, str(s_), metadata={"format": "pt", "lora_adapter_metadata": json.dumps({"r": r, "lora_alpha": 2})})
+    return f, s_
+
+
+def _put(out: dict, module: str, A, B, style: str):
+    A, B = A.clone(), B.clone()     # a file holds each factor on its own
+    if style == "musubi":
+        stem = "lora_unet_" + module.replace(".", "_")
+        out |= {stem + ".lora_down.weight": A, stem + ".lora_up.weight": B, stem + ".alpha": torch.tensor(2.0)}
+    elif style == "comfy":
+        pre = "diffusion_model." + module
+        out |= {pre + ".lora_A.weight": A, pre + ".lora_B.weight": B, pre + ".alpha": torch.tensor(2.0)}
+    else:
+        out |= {"transformer." + module + ".lora_A.weight": A, "transformer." + module + ".lora_B.weight": B}
+
+
+@pytest.mark.parametrize("style", ["musubi", "comfy"])
+def test_a_lora_on_fused_layers_is_split_exactly(models, tmp_path, style):
+    """A pair on img_attn_qkv / linear1 becomes one pair per projection (its up rows, the shared down factor):
+    the result equals that of the same update given as split pairs; original names resolve too."""
+    fused, split = _fused_and_split(tmp_path, style)
+    out = tmp_path / "converted.safetensors"
+    conv, got = _convert(models / "base", models / "FastHunyuan", fused, out)
+    _, want = _convert(models / "base", models / "FastHunyuan", split)
+    assert sorted(got) == sorted(want) and len(want) == 4 * 3 + 2 * 4 + 3 + 3
+    for m in want:
+        assert torch.allclose(got[m], want[m], rtol=0, atol=1e-12), m
+    assert conv.plan.passthrough_keys == []     # the fused keys are consumed, not copied
+    written = load_file(str(out))
+    lead = "lora_unet_transformer_blocks_0_attn_to_q" if style == "musubi" else \
+        "diffusion_model.transformer_blocks.0.attn.to_q"
+    assert any(k.startswith(lead) for k in written) and not any("img_attn_qkv" in k for k in written)
+    conv.export(tmp_path / "for-diffusers.safetensors", options=RunOptions(out_format="diffusers"))
+    _check_in_diffusers(tmp_path / "for-diffusers.safetensors", got)
 
 
 def test_inspect_names_the_family(models, capsys):
