@@ -146,15 +146,21 @@ def _several(repo: HubRef, choices: list[str], kind: str) -> ChoiceNeeded:
 
 def _expert_folder(listing: list[str], repo: HubRef, expert: str | None) -> tuple[str, str] | None:
     """(the folder of the chosen expert, the folder above it) in a two-expert repo's listing; None for others."""
-    from ..families import wan
+    from .. import families
 
     top_dirs = {f.split("/", 1)[0] for f in listing if "/" in f}
     diffusers = "model_index.json" in listing
-    layout = 1 if diffusers and wan.EXPERTS["low"][1] in top_dirs else (
-        0 if any(orig in top_dirs for orig, _ in wan.EXPERTS.values()) else None)
-    if layout is None:
+    have: dict[str, str] = {}
+    for fam in families.FAMILIES:
+        experts = getattr(fam, "EXPERTS", {})    # expert -> (original-layout folder, diffusers folder)
+        second = [f[1] for f in experts.values()][1:]
+        layout = 1 if diffusers and any(f in top_dirs for f in second) else (
+            0 if any(orig in top_dirs for orig, _ in experts.values()) else None)
+        if layout is not None:
+            have = {e: f[layout] for e, f in experts.items() if f[layout] in top_dirs}
+            break
+    if not have:
         return None
-    have = {e: f[layout] for e, f in wan.EXPERTS.items() if f[layout] in top_dirs}
     listed = ", ".join(f"{e} ({f}/)" for e, f in have.items())
     if expert is None:
         raise CasaError(f"model repo {repo} holds two experts: {listed}", "choose the expert the LoRA was trained for",
