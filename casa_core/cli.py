@@ -461,6 +461,11 @@ def _print_plan(desc, plan) -> None:
             _say(f"  {k}")
         if len(desc["other_keys"]) > 20:
             _say(f"  ... and {len(desc['other_keys']) - 20} more")
+    split = [p for p in plan.lora.pairs if p.kind == "lora" and p.source_keys]
+    if split:
+        fused = sorted({p.source_keys[0] for p in split})
+        _say(f"\nnote: {len(fused)} LoRA layers on fused projections (e.g. {fused[0]}) are read as {len(split)} "
+             "pairs, one per projection (its rows of the up factor, the shared down factor), and written so")
     converted = sorted({lp.pair.kind for lp in plan.layers} - {"lora"})
     if converted:
         from .sources.compat import KIND_NAMES

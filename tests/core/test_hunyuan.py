@@ -218,7 +218,7 @@ def _put(out: dict, module: str, A, B, style: str):
 
 
 @pytest.mark.parametrize("style", ["musubi", "comfy"])
-def test_a_lora_on_fused_layers_is_split_exactly(models, tmp_path, style):
+def test_a_lora_on_fused_layers_is_split_exactly(models, tmp_path, style, capsys):
     """A pair on img_attn_qkv / linear1 becomes one pair per projection (its up rows, the shared down factor):
     the result equals that of the same update given as split pairs; original names resolve too."""
     fused, split = _fused_and_split(tmp_path, style)
@@ -233,6 +233,10 @@ def test_a_lora_on_fused_layers_is_split_exactly(models, tmp_path, style):
     lead = "lora_unet_transformer_blocks_0_attn_to_q" if style == "musubi" else \
         "diffusion_model.transformer_blocks.0.attn.to_q"
     assert any(k.startswith(lead) for k in written) and not any("img_attn_qkv" in k for k in written)
+    assert cli.main(["inspect", "--base", str(models / "base"), "--target", str(models / "FastHunyuan"),
+                     "--lora", str(fused), "--no-drift"]) == 0
+    text = capsys.readouterr().out
+    assert "note: 7 LoRA layers on fused projections" in text and "are read as 23 pairs" in text
     conv.export(tmp_path / "for-diffusers.safetensors", options=RunOptions(out_format="diffusers"))
     _check_in_diffusers(tmp_path / "for-diffusers.safetensors", got)
 
