@@ -112,6 +112,20 @@ def test_drift_stays_low_rank_where_it_is_the_loras_alone():
     assert torch.allclose(head, t["diffusion_model.head.head.diff"].double())
 
 
+def test_low_rank_drift_behaves_as_its_matrix():
+    """What the engine asks of a drift works on the factors; anything else (another method's dense
+    arithmetic) sees the dense matrix."""
+    g = torch.Generator().manual_seed(0)
+    P, Q = torch.randn(12, 3, generator=g, dtype=torch.float64), torch.randn(3, 9, generator=g, dtype=torch.float64)
+    L, D = LowRank(P, Q), P @ Q
+    X, Y = torch.randn(5, 12, generator=g, dtype=torch.float64), torch.randn(9, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(X @ L, X @ D) and torch.allclose(L @ Y, D @ Y) and torch.allclose((L.T @ X.T), D.T @ X.T)
+    assert torch.allclose((-L).dense(), -D) and abs(L.sq_norm() - float(D.square().sum())) < 1e-9
+    assert tuple(L.shape) == (12, 9) and torch.allclose(torch.ones(12, 9, dtype=torch.float64) - L, 1 - D)
+    assert torch.allclose(L.double().norm(), D.norm())
+    assert torch.allclose(torch.linalg.svdvals(L), torch.linalg.svdvals(D))
+
+
 def test_low_rank_and_dense_drift_give_the_same_layer():
     conv = Conversion.open(BASE, None, LORA, target_loras=[(DISTILL, 1.0)])
     lp = conv.layer("blocks.1.ffn.2")
