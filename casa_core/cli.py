@@ -359,9 +359,7 @@ def _stack_notes(target) -> list[str]:
 
     if not isinstance(target, StackedTarget):
         return []
-    stack = ", ".join(f"{d.lora.path.name} at strength {d.strength:g}" for d in target.loras)
-    return [f"note: load the converted LoRA together with the distillation LoRA(s) {stack}, on the "
-            f"{'base' if target.on_base else 'target'} model: it was converted for that stack"]
+    return [f"note: it was converted for a target of distillation LoRAs: {target.usage()}"]
 
 
 def cmd_inspect(args) -> int:

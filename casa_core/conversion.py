@@ -273,11 +273,8 @@ class Conversion:
             provenance["expert"] = expert
         if isinstance(plan.target, StackedTarget):
             # the output is meant for the model with those distillation LoRAs loaded beside it
-            provenance["stack_with"] = [{"name": d.lora.identity if d.lora.from_hub else Path(d.lora.path).name,
-                                         "strength": d.strength} for d in plan.target.loras]
-            provenance["usage"] = ("load together with " + ", ".join(
-                f"{e['name']} at strength {e['strength']:g}" for e in provenance["stack_with"])
-                + f" on the {'base' if plan.target.on_base else 'target'} model")
+            provenance["stack_with"] = plan.target.stack_with()
+            provenance["usage"] = plan.target.usage()
         self.last_export = write_lora(plan, results, output, out_format=options.out_format,
                                       out_dtype=options.out_dtype, provenance=provenance)
         return self.last_export

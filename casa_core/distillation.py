@@ -104,8 +104,13 @@ class Distillation:
     diffs: list[str] = field(default_factory=list)      # canonical modules given a full update
     ignored: list[Ignored] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        """How a user knows it: its file name (a hub LoRA: repo@commit[:file])."""
+        return self.lora.identity if self.lora.from_hub else Path(self.lora.path).name
+
     def describe(self) -> dict:
-        return {"source": self.lora.identity, "name": Path(self.lora.path).name, "strength": self.strength,
+        return {"source": self.lora.identity, "name": self.name, "strength": self.strength,
                 "format": self.lora.format, "layers": self.pairs, "full_updates": list(self.diffs),
                 "ranks": sorted({p.rank for p in self.lora.pairs}),
                 "not_read": [{"key": i.key, "what": i.what} for i in self.ignored]}
@@ -254,6 +259,15 @@ class StackedTarget:
 
     def describe(self) -> list[dict]:
         return [d.describe() for d in self.loras]
+
+    def stack_with(self) -> list[dict]:
+        """The distillation LoRAs a LoRA converted for this target is meant to be loaded with."""
+        return [{"name": d.name, "strength": d.strength} for d in self.loras]
+
+    def usage(self) -> str:
+        """One sentence on how to load a LoRA converted for this target."""
+        stack = ", ".join(f"{d.name} at strength {d.strength:g}" for d in self.loras)
+        return f"load together with {stack} on the {'base' if self.on_base else 'target'} model"
 
     def files(self) -> list[Path]:
         """Every file the distillation LoRAs are read from (protected from writes)."""

@@ -148,7 +148,8 @@ def test_output_says_what_it_is_meant_to_be_stacked_with(tmp_path, capsys):
     out, rep = tmp_path / "out.safetensors", tmp_path / "run.json"
     assert cli.main(["convert", "--base", str(BASE), "--target-lora", f"{DISTILL}:0.9", "--lora", str(LORA),
                      "-o", str(out), "--report", str(rep), "--device", "cpu"]) == 0
-    assert "together with the distillation LoRA(s) distill.safetensors at strength 0.9" in capsys.readouterr().err
+    assert ("converted for a target of distillation LoRAs: load together with distill.safetensors at strength 0.9 "
+            "on the base model") in capsys.readouterr().err
     with safe_open(str(out), "pt") as fh:
         meta = fh.metadata()
     assert json.loads(meta["casa.stack_with"]) == [{"name": "distill.safetensors", "strength": 0.9}]
