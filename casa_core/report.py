@@ -72,10 +72,13 @@ class RunReport:
         solvers = Counter(r.solver for r in results if r.solver)
         machine = Machine(platform.python_version(), platform.platform(), compute.describe(),
                           dict(solvers.most_common()))
+        # a target of distillation LoRAs: what the output is meant to be loaded with
+        stack = ({"stack_with": plan.target.stack_with(), "usage": plan.target.usage()}
+                 if hasattr(plan.target, "stack_with") else {})
         return cls(settings, dict(options.overrides or {}), options, str(compute.device), plan.describe(),
                    {r.name: r.figures() for r in results},
                    [{"prefix": p.prefix, "module": p.module, "reason": p.reason} for p in plan.passed],
-                   plan.passthrough_keys, totals, machine, export, model_figures(results))
+                   plan.passthrough_keys, totals, machine, export, model_figures(results), extra=stack)
 
     def to_dict(self) -> dict:
         o, out = self.options, self.output
@@ -95,6 +98,7 @@ class RunReport:
             "output": None if out is None else {"path": str(out.path), "bytes": out.bytes, "tensors": out.tensors,
                                                 "format": out.format, "dropped_keys": list(out.dropped)},
             "machine": self.machine.to_dict(),
+            **self.extra,
         }
 
     def write(self, path) -> None:

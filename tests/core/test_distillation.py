@@ -157,6 +157,8 @@ def test_output_says_what_it_is_meant_to_be_stacked_with(tmp_path, capsys):
     target = json.loads(meta["casa.target"])
     assert target["model"] == "base" and target["distillation_loras"][0]["strength"] == 0.9
     report = json.loads(rep.read_text())
+    assert report["stack_with"] == [{"name": "distill.safetensors", "strength": 0.9}]
+    assert report["usage"] == meta["casa.usage"]
     stacked = report["inputs"]["target"]["distillation_loras"]
     assert stacked[0]["strength"] == 0.9 and stacked[0]["layers"] == 25
     assert stacked[0]["full_updates"] == ["head.head"]
