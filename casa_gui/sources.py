@@ -59,6 +59,7 @@ class DistillationSlot(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.edit, 1)
         lay.addWidget(add)
+        self.setAcceptDrops(True)
 
     def _finished(self) -> None:
         if self.entries() != self._last:
@@ -80,6 +81,18 @@ class DistillationSlot(QWidget):
                                                 "Safetensors (*.safetensors);;All files (*)")
         for p in paths:
             self.add(p)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        """Dropped files are added, each at strength 1."""
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        for p in paths:
+            self.add(p)
+        if paths:
+            event.acceptProposedAction()
 
 
 class SourceSlot(QWidget):

@@ -45,6 +45,20 @@ def test_a_checkpoint_and_two_distillation_loras(window, qtbot, tmp_path):
     assert not target.on_base and [d.strength for d in target.loras] == [1.0, 0.25]
 
 
+def test_dropped_files_are_added(window, qtbot):
+    from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    slot = window.sources.stack
+    slot.set_entries([f"{DISTILL}:0.5"])
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(DISTILL))])
+    event = QDropEvent(QPoint(5, 5), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    slot.dropEvent(event)
+    assert slot.entries() == [f"{DISTILL}:0.5", str(DISTILL)]
+
+
 def test_a_bad_strength_is_one_line(window, qtbot):
     assert _inspect(window, qtbot, target_loras=[f"{DISTILL}:nan"]) == "failed"
     assert "not a finite number" in window.sources.status.text()
