@@ -92,9 +92,11 @@ EXPERTS: dict[str, tuple[str, str]] = {"high": ("high_noise_model", "transformer
                                         "low": ("low_noise_model", "transformer_2")}
 EXPERT_TITLES = {"high": "high-noise", "low": "low-noise"}
 EXPERT_DIM = 5120
-# what file names say about the expert (Wan2.2-Lightning's ..._HIGH_fp16, ComfyUI's ..._high_noise_14B_...)
-EXPERT_HINTS = {"high": re.compile(r"(?<![a-z0-9])high(?:[_\-. ]?noise)?(?![a-z0-9])", re.IGNORECASE),
-                "low": re.compile(r"(?<![a-z0-9])low(?:[_\-. ]?noise)?(?![a-z0-9])", re.IGNORECASE)}
+# what file names say about the expert (Wan2.2-Lightning's ..._HIGH_fp16, ComfyUI's ..._high_noise_14B_...):
+# "high" / "low" then "noise", or alone at the end or before a precision, "lora", "model" or a version
+# (not "high-quality", "low-rank")
+EXPERT_HINTS = {e: re.compile(rf"(?<![a-z0-9]){e}(?:[_\-. ]?noise(?![a-z])|(?=$|[_\-. ](?:fp|bf|lora|model|expert|"
+                              rf"v?\d|e\dm)))", re.IGNORECASE) for e in ("high", "low")}
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)(?:\.(.+))?$")
 _BLOCK_INDEX = re.compile(r"^blocks\.\d+\.")
@@ -247,7 +249,10 @@ def expert_folders(folder) -> dict[str, object]:
 
 def expert_hint(name: str) -> str | None:
     """The expert a file or folder name suggests (``high_noise_model``, ``..._HIGH_fp16``), or None."""
-    hits = [e for e, rx in EXPERT_HINTS.items() if rx.search(str(name))]
+    name = str(name)
+    if all(re.search(rf"(?<![a-z0-9]){e}(?![a-z])", name, re.IGNORECASE) for e in EXPERT_HINTS):
+        return None     # both words: the name does not say
+    hits = [e for e, rx in EXPERT_HINTS.items() if rx.search(name)]
     return hits[0] if len(hits) == 1 else None
 
 

@@ -88,7 +88,9 @@ def test_expert_names_and_architectures():
     for name, hint in (("Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16", "high"),
                        ("wan2.2_t2v_low_noise_14B_fp8_scaled", "low"), ("high_noise_model", "high"),
                        ("lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64", None), ("high_and_low", None),
-                       ("test_high0", None), ("lowres_style", None)):
+                       ("test_high0", None), ("lowres_style", None), ("my_high-quality_style", None),
+                       ("low-rank-style", None), ("Wan2.2-T2V-A14B-4steps-lora-250928_low", "low"),
+                       ("style_HIGH-v2", "high"), ("wan22_style_low_lora", "low"), ("high_noise", "high")):
         assert wan.expert_hint(name) == hint, name
 
 
