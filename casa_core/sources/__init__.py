@@ -73,7 +73,13 @@ def open_target(target, target_loras=(), *, base=None, expert: str | None = None
         model, on_base = open_model(target, "target", expert=expert, **hub_args), False
     if not wanted:
         return model
-    loras = [(open_lora(w.spec, **hub_args), w.strength) for w in wanted]
+    loras = []
+    for w in wanted:
+        try:
+            loras.append((open_lora(w.spec, **hub_args), w.strength))
+        except hub.ChoiceNeeded as exc:     # a repo of several files: the file is named after a colon
+            raise CasaError(f"distillation {exc.what}", f"name one as {w.spec}:FILE",
+                            setting="target_lora", example=f"{w.spec}:{exc.choices[0]}") from None
     return StackedTarget(model, loras, on_base=on_base)
 
 

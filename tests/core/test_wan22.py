@@ -161,6 +161,37 @@ def test_hub_repo_fetches_only_the_chosen_expert(tmp_path, monkeypatch, layout):
     assert open_model("Wan-AI/Wan2.2-T2V-A14B", "base", expert="low").expert == "low" and fake.fetched == []
 
 
+def test_a_lightning_repo_names_its_file(tmp_path, monkeypatch):
+    """A hub repo of a high/low distillation pair: the file is named after a colon, the expert checked."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from casa_core.errors import CasaError
+    from tests.core.test_sources_hub import FakeHub
+
+    root, high, _ = _experts(tmp_path, "original")
+    pair = {n: factories.write_lora(factories.lora_factors(high, 3), tmp_path / n)
+            for n in ("Wan2.2-Lightning_HIGH_fp16.safetensors", "Wan2.2-Lightning_LOW_fp16.safetensors")}
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    fake = FakeHub(cache, "lightx2v/Wan2.2-Lightning", {k: v for k, v in pair.items()})
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda _api, *a, **kw: fake.model_info(*a, **kw))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.download)
+    lora = factories.write_lora(factories.lora_factors(high, 1), tmp_path / "style_high_noise.safetensors")
+    with pytest.raises(CasaError, match="holds 2 weight files") as exc:
+        Conversion.open(root, None, lora, target_loras=["lightx2v/Wan2.2-Lightning"], expert="high")
+    assert exc.value.setting == "target_lora" and "lightx2v/Wan2.2-Lightning:FILE" in str(exc.value)
+    with pytest.raises(CasaError, match="named for the low-noise expert"):
+        Conversion.open(root, None, lora, target_loras=["lightx2v/Wan2.2-Lightning:Wan2.2-Lightning_LOW_fp16"
+                                                        ".safetensors"], expert="high")
+    conv = Conversion.open(root, None, lora, target_loras=[
+        "lightx2v/Wan2.2-Lightning:Wan2.2-Lightning_HIGH_fp16.safetensors:1"], expert="high")
+    assert conv.plan.target.stack_with()[0]["strength"] == 1.0
+    assert "Wan2.2-Lightning_HIGH_fp16.safetensors" in conv.plan.target.stack_with()[0]["name"]
+
+
 # ---- diffusers' own WanTransformer3DModel, configured as Wan2.2 ------------------------------------
 
 @pytest.fixture
