@@ -105,7 +105,6 @@ _SIZES = {s.dim: s for s in SIZES}
 _TABLES = {"double": DOUBLE_MODULES, "single": SINGLE_MODULES, "refiner": REFINER_MODULES}
 _TO_CANON = {kind: dict(table) for kind, table in _TABLES.items()}
 _TOP_TO_CANON = dict(TOP_MODULES)
-_TOP_NAMES = {n for pair in TOP_MODULES for n in pair}
 _BLOCK_RE = {kind: (re.compile(rf"^{re.escape(o)}\.(\d+)\.(.+)$"), re.compile(rf"^{re.escape(d)}\.(\d+)(?:\.(.+))?$"))
              for kind, (o, d) in BLOCKS.items()}
 _COLLAPSE = re.compile(r"(transformer_blocks|refiner_blocks|double_blocks|single_blocks|blocks)\.\d+\.")
