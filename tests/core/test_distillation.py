@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from casa_core import cli
+from casa_core import cli, methods
 from casa_core.conversion import Conversion, _read_layer
 from casa_core.distillation import DriftParts, StackedTarget, WeightedLora, parse_weighted
 from casa_core.errors import CasaError
@@ -80,6 +80,20 @@ def test_target_lora_equals_the_merged_checkpoint(tmp_path, strengths):
     conv, got = _run(BASE, None, LORA, target_loras=stack)
     _close(got, want)
     assert isinstance(conv.plan.target, StackedTarget) and conv.plan.target.on_base
+
+
+@pytest.mark.parametrize("method", [m for m in methods.names() if methods.get(m).uses_models])
+def test_every_method_sees_the_same_target(tmp_path, method):
+    """Each method that reads the models gives on base + distillation LoRA (low-rank drift) what it gives on
+    the merged checkpoint."""
+    merged = _merged(tmp_path, load_file(str(BASE)), [(DISTILL, 1.0)])
+    out = []
+    for target, stack in ((merged, ()), (None, [(DISTILL, 1.0)])):
+        conv = Conversion.open(BASE, target, LORA, target_loras=stack)
+        conv.run(TransferSettings.of(method), RunOptions(device="cpu", precision="float64", rank="full",
+                                                          view_size=0))
+        out.append({m: r.up.double() @ r.down.double() for m, r in conv.results.items()})
+    _close(out[1], out[0])
 
 
 def test_target_lora_on_a_checkpoint(tmp_path):
