@@ -110,6 +110,21 @@ def _check_in_diffusers(out, want):
         assert torch.allclose(got[m], want[m], rtol=0, atol=2e-6 * float(want[m].abs().max())), m
 
 
+def test_layers_in_the_networks_order(models):
+    conv = Conversion.open(models / "base", models / "FastHunyuan", models / "diffusers.safetensors")
+    order = [lp.module for lp in conv.plan.layers]
+    first = {kind: next(i for i, m in enumerate(order) if m.startswith(kind))
+             for kind in ("context_embedder.token_refiner", "transformer_blocks.0.", "transformer_blocks.1.",
+                          "single_transformer_blocks.0.", "single_transformer_blocks.1.", "norm_out")}
+    assert list(first.values()) == sorted(first.values())
+    assert order.index("transformer_blocks.0.attn.to_q") < order.index("transformer_blocks.0.attn.to_k") < \
+        order.index("transformer_blocks.0.ff.net.2")
+    parts = {lp.module: (lp.block, lp.part) for lp in conv.plan.layers}
+    assert parts["single_transformer_blocks.1.proj_mlp"] == (1, "single.proj_mlp")
+    assert parts["transformer_blocks.0.attn.add_q_proj"] == (0, "attn.add_q_proj")
+    assert parts["norm_out.linear"] == (None, "norm_out.linear")
+
+
 def test_peft_diffusers_and_musubi_naming_give_one_result(models):
     _, ref = _convert(models / "base", models / "FastHunyuan", models / "diffusers.safetensors")
     for lora in (models / "peft", models / "musubi.safetensors"):
