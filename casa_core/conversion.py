@@ -57,6 +57,7 @@ class Conversion:
         self.last_export = None
         self.compared: dict[str, dict[str, LayerResult]] = {}   # the last comparison: method -> module -> result
         self._kept: _Analysis | None = None
+        self._lora_sha: str | None = None                  # the LoRA file's sha256, once hashed
 
     @classmethod
     def open(cls, base, target, lora, *, target_loras=(), expert: str | None = None, lora_file: str | None = None,
@@ -130,7 +131,7 @@ class Conversion:
         todo = [lp for lp in self.plan.layers if lp.module not in kept]
         with compute.limits():
             for (res,) in (_sequential(todo, job, cancel) if compute.workers == 1 else
-                           _side_by_side(todo, job, compute.workers, cancel)):
+                           side_by_side(todo, job, compute.workers, cancel)):
                 self.results[res.name] = res
                 yield res
         self.settings, self.options, self.seconds = settings, options, time.perf_counter() - t0
@@ -152,7 +153,7 @@ class Conversion:
         job = _LayerJob(self.plan, settings, options, compute)
         with compute.limits():
             for results in (_sequential(self.plan.layers, job, cancel) if compute.workers == 1 else
-                            _side_by_side(self.plan.layers, job, compute.workers, cancel)):
+                            side_by_side(self.plan.layers, job, compute.workers, cancel)):
                 yield {s.method: r for s, r in zip(settings, results, strict=True)}
 
     def run(self, settings: TransferSettings, options: RunOptions, *, cancel: threading.Event | None = None,
@@ -245,7 +246,7 @@ class Conversion:
                results: dict[str, LayerResult] | None = None):
         """Write the computed layers (``results``: by default this conversion's) with provenance to
         ``output``, atomically; returns ExportInfo."""
-        from .export import sha256_file, write_lora
+        from .export import write_lora
 
         settings = settings or self.settings
         options = options or self.options
@@ -257,8 +258,18 @@ class Conversion:
         if missing:
             raise CasaError(f"{len(missing)} layers have no result yet (first: {missing[0]})",
                             "run the conversion first")
+        self.last_export = write_lora(self.plan, results, output, out_format=options.out_format,
+                                      out_dtype=options.out_dtype, provenance=self.provenance(settings, options))
+        return self.last_export
+
+    def provenance(self, settings: TransferSettings, options: RunOptions) -> dict:
+        """What the written file records of how it was made (``casa.*`` metadata)."""
+        from .export import sha256_file
+
         plan = self.plan
-        lora_sha = sha256_file(plan.lora.path)
+        if self._lora_sha is None:
+            self._lora_sha = sha256_file(plan.lora.path)
+        lora_sha = self._lora_sha
         provenance = {
             "method": settings.method, "settings": settings.to_dict(),
             "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
@@ -275,9 +286,7 @@ class Conversion:
             # the output is meant for the model with those distillation LoRAs loaded beside it
             provenance["stack_with"] = plan.target.stack_with()
             provenance["usage"] = plan.target.usage()
-        self.last_export = write_lora(plan, results, output, out_format=options.out_format,
-                                      out_dtype=options.out_dtype, provenance=provenance)
-        return self.last_export
+        return provenance
 
     def report(self, export=None, *, write_seconds: float | None = None, options: RunOptions | None = None,
                seconds: float | None = None) -> RunReport:
@@ -301,12 +310,18 @@ class Conversion:
         options.validate()
         self.check_output(output, report)
         t0 = time.perf_counter()
-        keep = self._slim(options)
-        self.run(settings, options, cancel=cancel, on_result=on_result, keep=keep)
+        self.run(settings, options, cancel=cancel, on_result=on_result, keep=self._slim(options))
+        return self.write(output, settings, options, report=report, seconds_before=time.perf_counter() - t0)
+
+    def write(self, output, settings: TransferSettings, options: RunOptions, *, report=None,
+              seconds_before: float = 0.0, extra: dict | None = None) -> RunReport:
+        """Export every computed layer to ``output`` and write the JSON ``report`` (when given); returns
+        the run report. ``seconds_before``: the compute time to add to the write time in the totals."""
         t_write = time.perf_counter()
         info = self.export(output, settings, options)
         t_write = time.perf_counter() - t_write
-        rep = self.report(info, write_seconds=t_write, seconds=time.perf_counter() - t0)
+        rep = self.report(info, write_seconds=t_write, seconds=seconds_before + t_write)
+        rep.extra.update(extra or {})
         if report is not None:
             rep.write(report)
         return rep
@@ -316,11 +331,7 @@ class Conversion:
         from .export import factor_dtype
 
         dtype = factor_dtype(self.plan, options.out_dtype)
-
-        def keep(res: LayerResult) -> None:
-            res.views = None
-            res.up, res.down = res.up.to(dtype), res.down.to(dtype)
-        return keep
+        return lambda res: slim(res, dtype)
 
     def compare(self, outputs: dict[str, Path], settings: list[TransferSettings], options: RunOptions, *,
                 cancel: threading.Event | None = None, on_result=None, report=None):
@@ -369,6 +380,13 @@ class Conversion:
         if report is not None:
             comp.write(report)
         return comp
+
+
+def slim(res: LayerResult, dtype) -> LayerResult:
+    """What a file needs of a result: the factors, in the written dtype (the views are for the GUI)."""
+    res.views = None
+    res.up, res.down = res.up.to(dtype), res.down.to(dtype)
+    return res
 
 
 # ---- provenance ------------------------------------------------------------------------
@@ -534,10 +552,9 @@ def _sequential(layers: list[LayerPlan], job: _LayerJob, cancel: threading.Event
             yield job(lp, tensors, t_read)
 
 
-def _side_by_side(layers: list[LayerPlan], job: _LayerJob, workers: int,
-                  cancel: threading.Event | None) -> Iterator[LayerResult]:
-    """``workers`` layers computed at once, yielded in plan order."""
-    n = len(layers)
+def side_by_side(items: list, job: Callable, workers: int, cancel: threading.Event | None) -> Iterator:
+    """``job(item)`` for ``workers`` items at once (layers of a plan), the results yielded in order."""
+    n = len(items)
     with ThreadPoolExecutor(workers, thread_name_prefix="casa-layer") as pool:
         futures: dict[int, Future] = {}
         submitted = 0
@@ -548,7 +565,7 @@ def _side_by_side(layers: list[LayerPlan], job: _LayerJob, workers: int,
             nonlocal submitted
             while (submitted < n and submitted < oldest + 4 * workers
                    and sum(not f.done() for f in futures.values()) < workers):
-                futures[submitted] = pool.submit(job, layers[submitted])
+                futures[submitted] = pool.submit(job, items[submitted])
                 submitted += 1
 
         try:

@@ -124,6 +124,77 @@ class Basis:
         return (R @ Vk) @ Vk.T
 
 
+@dataclass
+class BaseState:
+    """One layer of the base alone, in the tall orientation: its thin singular basis.
+
+    It depends on the base only, so one serves every target (``pair_state``) and LoRA.
+    """
+    name: str
+    shape: tuple[int, int]            # the weight's own (out, in)
+    transposed: bool
+    exact: bool
+    Ws: torch.Tensor                  # the base weight (tall orientation, the working dtype and device)
+    U: torch.Tensor | None
+    sigma: torch.Tensor
+    V: torch.Tensor
+    Vsi: torch.Tensor | None
+    ws_norm: float
+    solver: str
+    seconds: float
+
+
+def analyse_base(name: str, W_s, *, dtype=torch.float32, device="cpu", exact: bool = False) -> BaseState:
+    """Step 1 of the rule: the base's thin basis (tall layers never form U; U^T Y = (V / sigma)^T (Ws^T Y))."""
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    m, n = W_s.shape
+    Ws = W_s.to(device=device, dtype=dtype)
+    transposed = m < n
+    if transposed:
+        Ws = Ws.T
+    tall = Ws.shape[0] > Ws.shape[1]
+    U, sigma, V, solver = thin_svd(Ws, exact, left=not tall)
+    Vsi = None if U is not None else V / sigma
+    ws_norm = float(sigma.double().norm())
+    sync(device)
+    return BaseState(name, (m, n), transposed, exact, Ws, U, sigma, V, Vsi, ws_norm, solver,
+                     time.perf_counter() - t0)
+
+
+def pair_state(base: BaseState, W_t, *, spectra: bool = False, consume: bool = False,
+               full_routing: bool = False, drift=None) -> PairState:
+    """Step 3 of the rule on a base's basis: the drift D_fft = W_t - W_s of one target.
+
+    ``base`` is only read, so it can serve several targets; see ``analyse_pair`` for the rest
+    (``drift``: D_fft itself, in the weight's own orientation, in place of W_t).
+    """
+    t0 = time.perf_counter()
+    Ws = base.Ws
+    if drift is not None:
+        D_fft = drift.T if base.transposed else drift
+    else:
+        Wt = W_t.to(device=Ws.device, dtype=Ws.dtype, copy=not consume)   # becomes D_fft in place
+        if base.transposed:
+            Wt = Wt.T
+        D_fft = Wt.sub_(Ws)
+        del Wt
+    tall = Ws.shape[0] > Ws.shape[1]
+    dfft_sq = D_fft.sq_norm() if isinstance(D_fft, LowRank) else sq_norm(D_fft)
+    state = PairState(base.name, base.shape, base.transposed, base.exact, base.U, base.sigma, base.V, D_fft, None,
+                      Ws if base.U is None or spectra else None, base.Vsi, dfft_sq,
+                      dfft_sq ** 0.5 / base.ws_norm if base.ws_norm > 0 else 0.0, base.solver, 0.0)
+    if tall:
+        state.X = state.left_t(D_fft)
+    if tall or full_routing:
+        state.c_fft()
+    if spectra:
+        state.sigma_target = torch.linalg.svdvals(Ws + dense(D_fft))
+    sync(Ws.device)
+    state.seconds = base.seconds + time.perf_counter() - t0
+    return state
+
+
 def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exact: bool = False,
                  spectra: bool = False, consume: bool = False, full_routing: bool = False,
                  drift=None) -> PairState:
@@ -136,39 +207,8 @@ def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exac
     ``dtype`` on ``device`` (a tensor the state may keep, or a ``factorization.LowRank``), in
     place of W_t (a target given as the base plus distillation LoRAs).
     """
-    t0 = time.perf_counter()
-    device = torch.device(device)
-    m, n = W_s.shape
-    Ws = W_s.to(device=device, dtype=dtype)
-    transposed = m < n
-    if drift is not None:
-        D_fft = drift.T if transposed else drift
-    else:
-        Wt = W_t.to(device=device, dtype=dtype, copy=not consume)   # becomes D_fft in place
-        if transposed:
-            Wt = Wt.T
-        D_fft = Wt.sub_(Ws.T if transposed else Ws)
-        del Wt
-    if transposed:
-        Ws = Ws.T
-    tall = Ws.shape[0] > Ws.shape[1]
-    # tall layers never form U (m x n): U^T Y is computed as (V / sigma)^T (Ws^T Y)
-    U, sigma, V, solver = thin_svd(Ws, exact, left=not tall)
-    Vsi = None if U is not None else V / sigma
-    ws_norm = float(sigma.double().norm())
-    dfft_sq = D_fft.sq_norm() if isinstance(D_fft, LowRank) else sq_norm(D_fft)
-    state = PairState(name, (m, n), transposed, exact, U, sigma, V, D_fft, None,
-                      Ws if U is None or spectra else None, Vsi, dfft_sq,
-                      dfft_sq ** 0.5 / ws_norm if ws_norm > 0 else 0.0, solver, 0.0)
-    if tall:
-        state.X = state.left_t(D_fft)
-    if tall or full_routing:
-        state.c_fft()
-    if spectra:
-        state.sigma_target = torch.linalg.svdvals(Ws + dense(D_fft))
-    sync(device)
-    state.seconds = time.perf_counter() - t0
-    return state
+    base = analyse_base(name, W_s, dtype=dtype, device=device, exact=exact)
+    return pair_state(base, W_t, spectra=spectra, consume=consume, full_routing=full_routing, drift=drift)
 
 
 @dataclass
