@@ -40,11 +40,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sources(c)
     c.add_argument("--output", "-o", help="where to write the converted LoRA (.safetensors); with several "
                    "methods a folder (DIR/), which gets one file per method")
+    _add_run_options(c, several=True)
+    c.add_argument("--report", metavar="JSON", help="write per-layer figures to this JSON file (with several "
+                   "methods: the comparison, each method's report and the per-method table)")
+    c.add_argument("--table", metavar="CSV", help="with several methods: write the comparison table (per layer "
+                   "and model-wide figures of every method) to this CSV file")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _add_batch(sub)
+    i = sub.add_parser("inspect", help="show what matches between the inputs (no SVD)")
+    _add_sources(i)
+    i.add_argument("--no-drift", action="store_true", help="skip reading weights for the drift column")
+    i.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sub.add_parser("methods", help="list the transfer methods with their parameters and defaults")
+    f = sub.add_parser("figures", help="print the per-layer figures of a run report or comparison (--report)")
+    f.add_argument("report", help="the JSON file a 'casa convert --report' wrote")
+    return ap
+
+
+def _add_run_options(c: argparse.ArgumentParser, *, several: bool = False, defaults: bool = True) -> None:
+    """The method, its parameters and how a conversion runs (``convert`` and ``batch``). ``several``:
+    --method takes a comma-separated list; without ``defaults`` the method, format and dtype default
+    to None (a batch's manifest may set them)."""
     names = methods.names()
-    c.add_argument("--method", choices=_MethodList(), default=names[0], metavar="{" + ",".join(names) + "}",
-                   help="; ".join(f"{m.name}: {m.title}" for m in methods.available())
-                   + ". Several, comma-separated (casa,direct,projection), run in one pass sharing each "
-                   "layer's decomposition and write one file per method into the --output folder (see 'casa methods')")
+    help_ = "; ".join(f"{m.name}: {m.title}" for m in methods.available())
+    if several:
+        help_ += (". Several, comma-separated (casa,direct,projection), run in one pass sharing each "
+                  "layer's decomposition and write one file per method into the --output folder")
+    c.add_argument("--method", choices=_MethodList() if several else names, default=names[0] if defaults else None,
+                   metavar="{" + ",".join(names) + "}", help=help_ + " (see 'casa methods')")
     c.add_argument("--rank", default=None, help="output rank: N, 'full' (exact), or 'auto[:FRACTION]': per layer "
                    "the smallest rank (at least the input's) keeping FRACTION (default 0.9) of the update's "
                    "energy; default: the input's rank")
@@ -58,25 +81,55 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=None,
                    help="CPU only: layers computed side by side, each on cores/workers threads "
                         "(default 2 when there are 2 or more cores; 1 computes one layer on all cores)")
-    c.add_argument("--format", dest="out_format", default="same", choices=("same", "comfy", "kohya", "diffusers"),
+    c.add_argument("--format", dest="out_format", default="same" if defaults else None,
+                   choices=("same", "comfy", "kohya", "diffusers"),
                    help="output layout; 'same' keeps the input's layout and key names")
-    c.add_argument("--dtype", dest="out_dtype", default="same", choices=("same", "float32", "float16", "bfloat16"))
-    c.add_argument("--report", metavar="JSON", help="write per-layer figures to this JSON file (with several "
-                   "methods: the comparison, each method's report and the per-method table)")
-    c.add_argument("--table", metavar="CSV", help="with several methods: write the comparison table (per layer "
-                   "and model-wide figures of every method) to this CSV file")
+    c.add_argument("--dtype", dest="out_dtype", default="same" if defaults else None,
+                   choices=("same", "float32", "float16", "bfloat16"))
     c.add_argument("--provenance-paths", action="store_true",
                    help="also record the inputs' absolute paths in the output's metadata (by default local "
                         "inputs are named by file name, size and hash)")
-    c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    i = sub.add_parser("inspect", help="show what matches between the inputs (no SVD)")
-    _add_sources(i)
-    i.add_argument("--no-drift", action="store_true", help="skip reading weights for the drift column")
-    i.add_argument("--json", action="store_true", help="print the plan as JSON")
-    sub.add_parser("methods", help="list the transfer methods with their parameters and defaults")
-    f = sub.add_parser("figures", help="print the per-layer figures of a run report or comparison (--report)")
-    f.add_argument("report", help="the JSON file a 'casa convert --report' wrote")
-    return ap
+
+
+class _Grouped(argparse.Action):
+    """--target, --target-lora and --name, kept in the order given (they form target groups)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(getattr(namespace, self.dest) or [])
+        items.append((option_string.lstrip("-"), values))
+        setattr(namespace, self.dest, items)
+
+
+def _add_batch(sub) -> None:
+    b = sub.add_parser("batch", help="convert many LoRAs onto one or more targets in one layer-major pass",
+                       description="Every LoRA onto every target, layer by layer: each base layer is read and "
+                       "decomposed once, each target's drift formed once, only the LoRA's part is repeated. "
+                       "Targets: each --target starts one; --target-lora PATH[:STRENGTH] adds a distillation "
+                       "LoRA to the open target group (or opens one on the base); --name names and closes it.")
+    b.add_argument("--base", help="base model (as for convert)")
+    for flag, what in (("--target", "a distilled target model (starts a target group)"),
+                       ("--target-lora", "PATH[:STRENGTH]: a distillation LoRA merged into the target group's "
+                                         "model (the base when the group has no --target)"),
+                       ("--name", "name of the target group just given (default: from its file names)")):
+        b.add_argument(flag, dest="target_groups", action=_Grouped, metavar=flag[2:].upper().replace("-", "_"),
+                       help=what)
+    b.add_argument("--lora", action="append", default=[], metavar="PATH",
+                   help="a LoRA file, a folder of LoRAs, or a glob pattern (quoted); repeat for more")
+    b.add_argument("--manifest", metavar="FILE", help="a TOML or JSON file listing the base, targets, LoRAs, "
+                   "per-LoRA options and output names (see README)")
+    b.add_argument("--output-dir", "-o", help="folder the outputs are written to")
+    b.add_argument("--pattern", default=None, help="output file names (default {lora}-{target}.safetensors)")
+    _add_run_options(b, defaults=False)
+    b.add_argument("--layers", metavar="REGEX", help="only transfer layers whose canonical name matches")
+    b.add_argument("--chunk", type=int, default=None,
+                   help="LoRAs computed together in one pass (default 8): memory grows by their factors, a cancel "
+                        "keeps the outputs of finished passes")
+    b.add_argument("--force", action="store_true", help="redo outputs already complete with the same provenance")
+    b.add_argument("--no-reports", action="store_true", help="no run report beside each output")
+    b.add_argument("--executor", default="local",
+                   help="local, or ray[:ADDRESS] to run the passes as tasks on a Ray cluster (pip install "
+                        "casa-studio[ray])")
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
 class _MethodList:
@@ -94,7 +147,9 @@ class _MethodList:
 _FLAGS = {"device": "--device", "rank": "--rank", "precision": "--precision", "format": "--format",
           "dtype": "--dtype", "workers": "--workers", "layers": "--layers", "lora_file": "--lora-file",
           "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output",
-          "report": "--report", "max_rank": "--max-rank", "target_lora": "--target-lora", "expert": "--expert"}
+          "report": "--report", "max_rank": "--max-rank", "target_lora": "--target-lora", "expert": "--expert",
+          "output_dir": "--output-dir", "pattern": "--pattern", "chunk": "--chunk", "manifest": "--manifest",
+          "executor": "--executor", "name": "--name"}
 
 
 def _flag(setting: str) -> str:
@@ -116,7 +171,7 @@ def _settings_list(args):
     them takes is refused."""
     from .settings import TransferSettings
 
-    chosen = [methods.get(name) for name in args.method.split(",")]
+    chosen = [methods.get(name) for name in (args.method or methods.DEFAULT).split(",")]
     given = {name: getattr(args, name) for name in methods.all_params() if getattr(args, name) is not None}
     own = {p.name for m in chosen for p in m.Params.describe()}
     foreign = sorted(set(given) - own)
@@ -360,6 +415,121 @@ def _stack_notes(target) -> list[str]:
     if not isinstance(target, StackedTarget):
         return []
     return [f"note: it was converted for a target of distillation LoRAs: {target.usage()}"]
+def _target_groups(items) -> list:
+    """--target / --target-lora / --name, in order, to TargetSpecs (see the batch command's help)."""
+    from .batch import TargetSpec, parse_target_lora
+
+    groups: list[dict] = []
+    open_ = None
+    for kind, value in items or []:
+        if kind == "target":
+            open_ = {"path": value, "loras": [], "name": None}
+            groups.append(open_)
+        elif kind == "target-lora":
+            if open_ is None:
+                open_ = {"path": None, "loras": [], "name": None}
+                groups.append(open_)
+            open_["loras"].append(parse_target_lora(value))
+        else:
+            if open_ is None:
+                raise CasaError(f"--name {value} follows no target", "give it after the --target or "
+                                "--target-lora it names")
+            open_["name"], open_ = value, None
+    return [TargetSpec(g["name"], g["path"], tuple(g["loras"])) for g in groups]
+
+
+def cmd_batch(args) -> int:
+    from dataclasses import replace
+
+    from .batch import FAILED, PATTERN, SKIPPED, WRITTEN, Batch, BatchSpec, LoraSpec, expand_loras, read_manifest
+    from .settings import RunOptions, TransferSettings, parse_rank
+
+    man = read_manifest(args.manifest) if args.manifest else {"targets": [], "loras": [], "options": {}}
+    base = args.base or man.get("base")
+    if not base:
+        raise CasaError("missing --base", "give the base model the LoRAs were trained on")
+    out_dir = args.output_dir or man.get("output_dir")
+    if not out_dir:
+        raise CasaError("missing --output-dir", "give the folder to write the outputs to")
+    given = args.method is not None or any(getattr(args, n) is not None for n in methods.all_params())
+    settings = _settings(args).validate() if given or man.get("settings") is None else man["settings"]
+    opts = dict(man.get("options") or {})
+    for name, value in (("rank", parse_rank(args.rank, args.max_rank) if args.rank is not None else None),
+                        ("out_format", args.out_format), ("out_dtype", args.out_dtype), ("layers", args.layers)):
+        if value is not None:
+            opts[name] = value
+    options = replace(RunOptions(device=args.device, precision=args.precision, view_size=0, workers=args.workers,
+                                 provenance_paths=args.provenance_paths), **opts).validate()
+    loras = [LoraSpec(p) for p in expand_loras(args.lora)] + man["loras"]
+    spec = BatchSpec(base, _target_groups(args.target_groups) + man["targets"], loras, out_dir,
+                     settings or TransferSettings(), options, pattern=args.pattern or man.get("pattern") or PATTERN,
+                     reports=not args.no_reports, force=args.force,
+                     chunk=args.chunk or man.get("chunk") or 8)
+    batch = Batch(spec)
+    entries = batch.prepare()
+    progress = _BatchProgress(args.quiet)
+    if not args.quiet:
+        todo = sum(e.status == "pending" for e in entries)
+        _say(f"{len(entries)} outputs ({len(spec.loras)} LoRAs x {len(spec.targets)} targets): {todo} to compute, "
+             f"{sum(e.status == SKIPPED for e in entries)} complete already, "
+             f"{sum(e.status == FAILED for e in entries)} failed", file=sys.stderr)
+    try:
+        summary = batch.run(progress=progress, executor=args.executor)
+    except (Cancelled, KeyboardInterrupt, _Signalled) as exc:
+        progress.close()
+        kept = sum(e.status == WRITTEN for e in batch.entries)
+        _say(f"casa: cancelled; {kept} finished outputs were kept, nothing partial was written", file=sys.stderr)
+        return 128 + exc.signum if isinstance(exc, _Signalled) else 130
+    progress.close()
+    failed = summary.failed
+    if not args.quiet or failed:
+        _say(f"batch: {summary.count(WRITTEN)} written, {summary.count(SKIPPED)} complete already, {len(failed)} "
+             f"failed, in {summary.seconds:.1f}s (base layers decomposed {summary.base_layers}, target drifts "
+             f"{summary.pairs}); summary {summary.path}", file=sys.stderr)
+        for e in failed:
+            _say(f"  failed: {e.lora} -> {e.target}: {e.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+class _BatchProgress:
+    """Layers of the pass and outputs finished, with the time left: a bar on a terminal, else a line for
+    each finished output and one every few seconds."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar, self.last = quiet, None, 0.0
+        self.tty = not quiet and sys.stderr.isatty()
+
+    def __call__(self, p) -> None:
+        if self.quiet:
+            return
+        if p.entry is not None:
+            e = p.entry
+            line = (f"[{p.outputs_done}/{p.outputs}] {e.lora} -> {e.target}: {e.status}"
+                    + (f" ({e.error})" if e.error else f" {e.path}"))
+            if self.bar is not None:
+                self.bar.write(_clean_line(line), file=sys.stderr)
+            else:
+                _say(line, file=sys.stderr, flush=True)
+            return
+        eta = "" if p.eta is None else f" eta {p.eta:.0f}s"
+        text = f"pass {p.pass_index + 1}/{p.passes} layer {p.layer}/{p.layers}, outputs {p.outputs_done}/{p.outputs}"
+        if self.tty:
+            from tqdm import tqdm
+
+            if self.bar is None or self.bar.total != p.layers:
+                self.close()
+                self.bar = tqdm(total=p.layers, unit="layer", file=sys.stderr, dynamic_ncols=True)
+            self.bar.set_postfix_str(f"pass {p.pass_index + 1}/{p.passes}, outputs {p.outputs_done}/{p.outputs}"
+                                     f"{eta}", refresh=False)
+            self.bar.update(p.layer - self.bar.n)
+        elif time.perf_counter() - self.last > 5 or p.layer == p.layers:
+            self.last = time.perf_counter()
+            _say(text + eta, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def cmd_inspect(args) -> int:
@@ -516,7 +686,7 @@ def main(argv=None) -> int:
         return 2
     _catch_signals()
     try:
-        return {"convert": cmd_convert, "inspect": cmd_inspect, "methods": cmd_methods,
+        return {"convert": cmd_convert, "batch": cmd_batch, "inspect": cmd_inspect, "methods": cmd_methods,
                 "figures": cmd_figures}[args.command](args)
     except CasaError as exc:
         flag = f" ({' '.join(filter(None, (_flag(exc.setting), exc.example)))})" if exc.setting else ""
