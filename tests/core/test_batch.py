@@ -251,3 +251,23 @@ def test_batch_refuses_bad_settings_before_work(inputs, tmp_path):
     spec = BatchSpec(**(base | {"loras": twice}))
     with pytest.raises(CasaError, match="would both be"):
         Batch(spec).prepare()
+
+
+def test_ctrl_c_keeps_finished_outputs(inputs, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt in the main thread) during the second pass: exit 130, the first pass's
+    outputs whole, no temporary file, and the summary says which were cancelled."""
+    def interrupt(self, p):
+        if p.pass_index == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._BatchProgress, "__call__", interrupt)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = cli.main(["batch", "--base", str(inputs["base"]), "--target", str(inputs["fast"]), "--lora",
+                   str(inputs["lib"]), "--chunk", "1", "--output-dir", str(out), "--device", "cpu"])
+    assert rc == 130
+    assert "1 finished outputs were kept" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["alpha-fast.report.json", "alpha-fast.safetensors",
+                                                     "batch-summary.json"]
+    summary = json.loads((out / "batch-summary.json").read_text())
+    assert summary["counts"]["written"] == 1 and summary["counts"]["cancelled"] == 2
