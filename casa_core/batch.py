@@ -19,7 +19,8 @@ not fit fails on its own: the others go on, and the summary lists why. An output
 written with the same provenance and options is skipped unless ``force``.
 
 ``executor`` "ray" or "ray:ADDRESS" runs the passes as Ray tasks, one per (target, LoRA
-chunk), each computing its pair states once (``casa_core.scaling``).
+chunk), each computing its pair states once (``run_unit``; the Ray plumbing is in
+``casa_core.scaling``).
 """
 
 from __future__ import annotations
@@ -545,9 +546,7 @@ class Batch:
         self._units_done = 0
         try:
             if kind == "ray":
-                from .scaling import run_on_ray
-
-                run_on_ray(self, address or None, cancel, progress, t0)
+                self._run_on_ray(address or None, cancel, progress, t0)
             else:
                 compute = self.compute or Compute.for_options(self.spec.options)
                 with compute.limits():
@@ -560,6 +559,40 @@ class Batch:
             self._summary(t0, executor)
             raise
         return self._summary(t0, executor)
+
+    def _run_on_ray(self, address: str | None, cancel, progress, t0: float) -> None:
+        """The pending outputs as Ray tasks, one per (target, LoRA chunk) (``run_unit``); their fate is
+        recorded in ``entries`` as each task finishes."""
+        from .scaling import run_tasks
+
+        units = []
+        for outs in self.passes():
+            loras = sorted({o.entry.lora_index for o in outs})
+            units += [(self.spec, loras, [ti]) for ti in sorted({o.entry.target_index for o in outs})]
+        where = {(e.lora_index, e.target_index): e for e in self.entries}
+        done = 0
+
+        def record(args, result, error) -> None:
+            nonlocal done
+            done += 1
+            _, loras, targets = args
+            if result is None:
+                result = {"stats": {}, "entries": [(li, ti, FAILED, error, None) for li in loras for ti in targets]}
+            for k, v in result["stats"].items():
+                self.stats[k] += v
+            for li, ti, status, why, seconds in result["entries"]:
+                e = where.get((li, ti))
+                if e is None or e.status != PENDING:
+                    continue
+                e.status, e.error, e.seconds = status, why, seconds
+                if progress is not None:
+                    el = time.perf_counter() - t0
+                    n = sum(x.status != PENDING for x in self.entries)
+                    progress(Progress(0, 1, done, len(units), n, len(self.entries), el,
+                                      el / done * (len(units) - done), e))
+
+        run_tasks(run_unit, units, address=address, device=self.spec.options.device,
+                  workers=self.spec.options.workers, cancel=cancel, on_result=record)
 
     def _summary(self, t0: float, executor: str) -> BatchSummary:
         s = BatchSummary(self.entries, time.perf_counter() - t0, len(self.passes()), executor=executor,
@@ -688,3 +721,14 @@ class Batch:
             conv.results = {}
             out.results.clear()
         entry.status, entry.seconds = WRITTEN, out.seconds
+
+
+def run_unit(spec: BatchSpec, lora_indices: list[int], target_indices: list[int]) -> dict:
+    """One Ray task: a local batch over some LoRAs and targets of ``spec`` (no summary of its own);
+    returns its entries (by LoRA and target index) and the shared work it did. A retried task skips
+    the outputs its first attempt finished."""
+    batch = Batch(replace(spec, summary=None, chunk=max(len(lora_indices), 1)))
+    batch.prepare(lora_indices, target_indices)
+    batch.run()
+    return {"entries": [(e.lora_index, e.target_index, e.status, e.error, e.seconds) for e in batch.entries],
+            "stats": dict(batch.stats)}

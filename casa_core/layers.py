@@ -41,6 +41,7 @@ class PairState:
     sigma_target: torch.Tensor | None = None
     _c_fft: torch.Tensor | None = field(default=None, repr=False)
     _target: Basis | None = field(default=None, repr=False)
+    _rows: dict = field(default_factory=dict, repr=False)     # k -> c_fft_rows(k), for the next LoRA
 
     @property
     def square(self) -> bool:
@@ -70,9 +71,13 @@ class PairState:
         """The top ``k`` rows of C_fft of a square layer, computed on their own.
 
         Always the same product, whatever else was computed, so that a layer's result does
-        not depend on what other LoRAs asked of the pair before it.
+        not depend on what other LoRAs asked of the pair before it; kept, so that the next
+        LoRA concluded on the pair with the same ``k`` (the same energy threshold) reuses it.
         """
-        return (self.U[:, :k].T @ self.D_fft) @ self.V
+        rows = self._rows.get(k)
+        if rows is None:
+            rows = self._rows[k] = (self.U[:, :k].T @ self.D_fft) @ self.V
+        return rows
 
     def tail_routing(self, k: int, cols: torch.Tensor) -> torch.Tensor:
         """C_fft[k:, cols] of a square layer."""

@@ -1,22 +1,21 @@
-"""A batch past one machine: its passes as Ray tasks (``casa batch --executor ray[:ADDRESS]``).
+"""Ray plumbing for work past one machine (``casa batch --executor ray[:ADDRESS]``).
 
-One task per (target, LoRA chunk): the task opens the inputs itself (paths every worker
-can read), computes each base layer's basis and its target's drift once for the chunk,
-concludes the chunk's LoRAs on them and writes their outputs and reports into the output
-folder (a shared filesystem), exactly as a local pass does; the driver only plans, hands
-out the tasks and writes the summary. A task's outputs are written atomically, so a task
-that dies (a lost worker: Ray retries it) leaves nothing partial, and its retry skips what
-was finished. Ray is an optional dependency: ``pip install casa-studio[ray]``.
+``run_tasks`` runs one function over many argument tuples as Ray tasks: it joins (or starts)
+the cluster, asks each task for the resources ``resources`` says, retries a task whose
+worker died, hands each result to the caller as it arrives, turns a task that failed for
+good into a failure of that task alone, and cancels what is left on a cancel or an error.
+What a task does is the caller's (``batch.run_unit``); the inputs must be paths every
+worker can read, and outputs land where every worker writes (a shared filesystem). Ray is
+an optional dependency: ``pip install casa-studio[ray]``.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
+from collections.abc import Callable
 
 from .errors import Cancelled, CasaError
 
-RETRIES = 2           # a task whose worker died is run again this often (its finished outputs are skipped)
+RETRIES = 2           # a task whose worker died is run again this often
 
 
 def _ray():
@@ -28,76 +27,48 @@ def _ray():
     return ray
 
 
-def run_unit(spec, lora_indices: list[int], target_indices: list[int]) -> dict:
-    """One task: a local batch over some LoRAs and targets of ``spec`` (no summary of its own);
-    returns its entries (by LoRA and target index) and the shared work it did."""
-    from .batch import Batch
+def connect(address: str | None) -> None:
+    """Join the cluster at ``address`` (None: the one this process started, or a new local one)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise CasaError(f"cannot reach the Ray cluster at {address or 'local'} ({exc})",
+                        "start it (ray start) or give its address", setting="executor") from None
 
-    batch = Batch(replace(spec, summary=None, chunk=max(len(lora_indices), 1)))
-    batch.prepare(lora_indices, target_indices)
-    batch.run()
-    return {"entries": [(e.lora_index, e.target_index, e.status, e.error, e.seconds) for e in batch.entries],
-            "stats": dict(batch.stats)}
 
-
-def resources(options) -> dict:
-    """What one task asks of a worker: a CPU per layer computed side by side, a GPU when the device is one."""
+def resources(device: str, workers: int | None) -> dict:
+    """What one task asks of a worker: a CPU per layer computed side by side, or one GPU."""
     from .compute import cpu_workers
 
-    gpu = options.device.startswith("cuda")
-    if options.device == "auto":
-        ray = _ray()
-        gpu = ray.cluster_resources().get("GPU", 0) > 0
-    return {"num_cpus": 1 if gpu else cpu_workers(options.workers)[0], "num_gpus": 1 if gpu else 0}
-
-
-def run_on_ray(batch, address: str | None, cancel, progress, t0: float) -> None:
-    """Run ``batch``'s pending outputs as Ray tasks and record their fate in ``batch.entries``."""
-    from .batch import PENDING, Progress
-
     ray = _ray()
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise CasaError(f"cannot reach the Ray cluster at {address or 'local'} ({exc})",
-                            "start it (ray start) or give its address", setting="executor") from None
-    spec = batch.spec
-    task = ray.remote(max_retries=RETRIES, **resources(spec.options))(run_unit)
-    units = []
-    for outs in batch.passes():
-        loras = sorted({o.entry.lora_index for o in outs})
-        for ti in sorted({o.entry.target_index for o in outs}):
-            units.append((loras, [ti]))
-    where = {(e.lora_index, e.target_index): e for e in batch.entries}
-    refs = {task.remote(spec, loras, targets): (loras, targets) for loras, targets in units}
-    done = 0
+    gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    return {"num_cpus": 1 if gpu else cpu_workers(workers)[0], "num_gpus": 1 if gpu else 0}
+
+
+def run_tasks(func: Callable, calls: list[tuple], *, address: str | None, device: str, workers: int | None,
+              cancel=None, on_result: Callable[[tuple, object, str | None], None]) -> None:
+    """``func(*args)`` for each ``args`` of ``calls`` as Ray tasks; ``on_result(args, result, error)`` for
+    each as it finishes (``error``: why the task failed for good, ``result`` None then)."""
+    connect(address)
+    ray = _ray()
+    task = ray.remote(max_retries=RETRIES, **resources(device, workers))(func)
+    refs = {task.remote(*args): args for args in calls}
     try:
         while refs:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
             for ref in ready:
-                loras, targets = refs.pop(ref)
-                done += 1
+                args = refs.pop(ref)
                 try:
-                    got = ray.get(ref)
-                except ray.exceptions.RayError as exc:     # the task failed for good: its outputs did
-                    why = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
-                    got = {"stats": {}, "entries": [(li, ti, "failed", f"task failed: {why}", None)
-                                                    for li in loras for ti in targets]}
-                for k, v in got["stats"].items():
-                    batch.stats[k] += v
-                for li, ti, status, error, seconds in got["entries"]:
-                    e = where.get((li, ti))
-                    if e is None or e.status != PENDING:
-                        continue
-                    e.status, e.error, e.seconds = status, error, seconds
-                    if progress is not None:
-                        el = time.perf_counter() - t0
-                        n = sum(x.status != PENDING for x in batch.entries)
-                        progress(Progress(0, 1, done, len(units), n, len(batch.entries), el,
-                                          el / done * (len(units) - done), e))
+                    result, error = ray.get(ref), None
+                except ray.exceptions.RayError as exc:
+                    cause = str(getattr(exc, "cause", None) or exc).strip().splitlines()
+                    result, error = None, f"task failed: {cause[-1] if cause else type(exc).__name__}"
+                on_result(args, result, error)
     except BaseException:
         for ref in refs:
             ray.cancel(ref)          # not forced: the task unwinds, its temporary file is removed
