@@ -7,6 +7,8 @@ An import-linter contract keeps ``casa_gui`` to this module (and the package's
 from __future__ import annotations
 
 from . import __version__, methods, ranks
+from .batch import Batch, BatchSpec, BatchSummary, LoraSpec, OutputEntry, TargetSpec, expand_loras
+from .batch import Progress as BatchProgress
 from .compute import Compute, resolve_device
 from .conversion import Conversion
 from .distillation import WeightedLora, parse_weighted
@@ -23,6 +25,7 @@ from .verdict import THRESHOLDS, Verdict, layer_verdict, model_verdict, threshol
 from .views import LayerViews
 
 __all__ = [
+    "Batch", "BatchProgress", "BatchSpec", "BatchSummary", "LoraSpec", "OutputEntry", "TargetSpec", "expand_loras",
     "DTYPES", "FORMATS", "PRECISIONS", "THRESHOLDS", "AutoRank", "Cancelled", "CasaError", "Comparison", "Compute",
     "Conversion", "ExportInfo", "LayerResult", "LayerViews", "MethodParams", "OutOfMemory", "ParamInfo", "RunOptions",
     "RunReport", "TransferMethod", "TransferSettings", "Verdict", "WeightedLora", "__version__", "demo_inputs",

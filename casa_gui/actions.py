@@ -37,6 +37,8 @@ class Actions:
         self.plots_all = act("Export the current &view of every layer shown…", self.export_filtered_dialog,
                              tip="The current plot page for each layer the table's filter shows, one PNG each")
         self.table_csv = act("Export the layer &table as CSV…", win.export_table_dialog)
+        self.batch = act("&Batch queue…", win.open_batch, "Ctrl+B",
+                         "Many LoRAs onto one or more targets in one run")
         self.next = act("&Next layer", lambda: win.table.step(+1), "Ctrl+Down")
         self.prev = act("&Previous layer", lambda: win.table.step(-1), "Ctrl+Up")
         self.next_tab = act("Next &plot", lambda: self.step_tab(+1), "Ctrl+PgDown")
@@ -48,7 +50,7 @@ class Actions:
         self.quit = act("&Quit", win.close, QKeySequence.StandardKey.Quit)
         bar = win.menuBar()
         m = bar.addMenu("&File")
-        for a in (self.demo, self.export, self.plots, self.plots_all, self.table_csv):
+        for a in (self.demo, self.export, self.plots, self.plots_all, self.table_csv, self.batch):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.quit)

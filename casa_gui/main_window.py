@@ -203,6 +203,15 @@ class MainWindow(QMainWindow):
     def _show_verdict(self, *_args) -> None:
         v = model_verdict(self.table.model_.verdicts())
         self.layers_pane.show_verdict(v, VERDICT_COLORS)
+    def open_batch(self):
+        """The batch queue window (one per main window, made when first asked for)."""
+        from .batch_window import BatchWindow
+
+        if getattr(self, "batch_window", None) is None:
+            self.batch_window = BatchWindow(self)
+        self.batch_window.show()
+        self.batch_window.raise_()
+        return self.batch_window
 
     def start_export(self) -> bool:
         out = self.state.output.strip()
@@ -261,6 +270,8 @@ class MainWindow(QMainWindow):
                                                "Nothing of it is written."):
             event.ignore()
             return
+        if getattr(self, "batch_window", None) is not None:
+            self.batch_window.close()
         self.controller.shutdown()
         for panel in (self.sources, self.convert, self.export):      # each writes its own part
             panel.save_settings(self.gs)

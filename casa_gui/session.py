@@ -181,3 +181,38 @@ def export_job(conv: Conversion, output, settings: TransferSettings, options: Ru
             return
         yield Exported(info, report=path)
     return run
+
+
+def batch_job(spec):
+    """A batch (``casa_core.api.Batch``) as a job: yields the planned outputs (a list of OutputEntry), then
+    each ``BatchProgress`` as the batch reports it, then the ``BatchSummary``. The batch runs in a thread
+    of its own, so that its progress reaches the job as it happens; the cancel flag stops it between
+    layers, keeping the outputs of the passes already finished."""
+    import queue
+
+    from casa_core.api import Batch
+
+    def run(cancel: threading.Event) -> Iterator:
+        batch = Batch(spec)
+        yield list(batch.prepare())
+        q: queue.Queue = queue.Queue()
+        end: dict = {}
+
+        def work() -> None:
+            try:
+                end["summary"] = batch.run(cancel, q.put)
+            except BaseException as exc:       # handed to the job's thread, which reports it
+                end["error"] = exc
+            finally:
+                q.put(None)
+
+        t = threading.Thread(target=work, name="casa-batch", daemon=True)
+        t.start()
+        while (item := q.get()) is not None:
+            yield item
+        t.join()
+        if "error" in end:
+            raise end["error"]
+        yield end["summary"]
+
+    return run

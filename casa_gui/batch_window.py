@@ -1,0 +1,419 @@
+"""The batch queue: many LoRAs onto one or more targets in one layer-major run (``casa batch``).
+
+LoRAs and targets are added by picking, dropping or from a folder; the run uses the main
+window's method, parameters and options; each output's status, progress and result show
+in the table as the batch reports them; Cancel keeps the outputs already finished; a
+finished output opens in the main window (the same views as a single conversion).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from casa_core.api import (
+    BatchProgress,
+    BatchSpec,
+    BatchSummary,
+    CasaError,
+    LoraSpec,
+    OutputEntry,
+    TargetSpec,
+    expand_loras,
+)
+
+from . import session as jobs
+from .worker import Job, Runner
+
+log = logging.getLogger("casa_gui")
+PATTERN = "{lora}-{target}.safetensors"
+COLUMNS = ("LoRA", "Target", "Status", "Result")
+
+
+def _dropped_paths(event) -> list[str]:
+    return [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+
+
+class _DropList(QListWidget):
+    """The LoRAs: files and folders dropped on it are added (a folder's LoRA files)."""
+
+    dropped = Signal(list)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = _dropped_paths(event)
+        if paths:
+            self.dropped.emit(paths)
+            event.acceptProposedAction()
+
+
+class _TargetTable(QTableWidget):
+    """The targets, a name (editable) and a path each; model files or folders dropped on it are added."""
+
+    dropped = Signal(list)
+
+    def __init__(self, parent=None):
+        super().__init__(0, 2, parent)
+        self.setHorizontalHeaderLabels(["Name", "Model"])
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = _dropped_paths(event)
+        if paths:
+            self.dropped.emit(paths)
+            event.acceptProposedAction()
+
+
+class BatchWindow(QWidget):
+    """The batch queue, beside the main window ``win`` (whose settings it runs with)."""
+
+    finished = Signal(str)          # succeeded / cancelled / failed
+
+    def __init__(self, win, parent=None):
+        super().__init__(parent, Qt.WindowType.Window)
+        self.win = win
+        self.setWindowTitle("CASA Studio · Batch queue")
+        self.runner = Runner(self)
+        self.entries: list[OutputEntry] = []
+        self.summary: BatchSummary | None = None
+        self.last_spec: BatchSpec | None = None        # what the table's outputs were planned from
+        self._rows: dict[tuple[int, int], int] = {}
+
+        self.base = QLineEdit(win.sources.values()[0])
+        self.base.setPlaceholderText("base model the LoRAs were trained on")
+        self.loras = _DropList()
+        self.loras.dropped.connect(self.add_loras)
+        self.targets = _TargetTable()
+        self.targets.dropped.connect(self.add_targets)
+        given_target = win.sources.values()[1]
+        if given_target:
+            self.add_targets([given_target])
+        self.output_dir = QLineEdit()
+        self.output_dir.setPlaceholderText("folder the outputs are written to")
+        self.pattern = QLineEdit(PATTERN)
+
+        def button(text, slot, tip=""):
+            b = QPushButton(text, toolTip=tip)
+            b.clicked.connect(lambda _c=False: slot())
+            return b
+
+        lora_box = QGroupBox("LoRAs (pick, drop files or folders here)")
+        lv = QVBoxLayout(lora_box)
+        lv.addWidget(self.loras, 1)
+        row = QHBoxLayout()
+        row.addWidget(button("Add files…", self._pick_loras))
+        row.addWidget(button("Add folder…", self._pick_lora_folder, "every .safetensors LoRA in a folder"))
+        row.addWidget(button("Remove", lambda: self._remove(self.loras)))
+        lv.addLayout(row)
+        target_box = QGroupBox("Targets (drop model files or folders here)")
+        tv = QVBoxLayout(target_box)
+        tv.addWidget(self.targets, 1)
+        row = QHBoxLayout()
+        row.addWidget(button("Add model file…", self._pick_target))
+        row.addWidget(button("Add model folder…", self._pick_target_folder, "a diffusers folder"))
+        row.addWidget(button("Remove", self._remove_target))
+        tv.addLayout(row)
+        inputs = QHBoxLayout()
+        inputs.addWidget(lora_box, 1)
+        inputs.addWidget(target_box, 1)
+
+        form = QFormLayout()
+        base_row = QHBoxLayout()
+        base_row.addWidget(self.base, 1)
+        b = QToolButton(text="…", toolTip="Choose the base model")
+        b.clicked.connect(self._pick_base)
+        base_row.addWidget(b)
+        form.addRow("Base", base_row)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.output_dir, 1)
+        b = QToolButton(text="…", toolTip="Choose the output folder")
+        b.clicked.connect(self._pick_output)
+        out_row.addWidget(b)
+        form.addRow("Output folder", out_row)
+        form.addRow("File names", self.pattern)
+        form.addRow("", QLabel("Method, parameters, rank, device, format and dtype: the main window's."))
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.doubleClicked.connect(lambda _i: self.inspect_selected())
+        self.progress = QProgressBar()
+        self.note = QLabel("")
+        self.run_btn = button("Run batch", self.start, "convert every LoRA for every target")
+        self.cancel_btn = button("Cancel", self.cancel, "stop after the current layers; finished outputs stay")
+        self.open_btn = button("Open output folder", self.open_results)
+        self.inspect_btn = button("Inspect in main window", self.inspect_selected,
+                                  "convert the selected output's LoRA and target in the main window, with its views")
+        buttons = QHBoxLayout()
+        for w in (self.run_btn, self.cancel_btn, self.open_btn, self.inspect_btn):
+            buttons.addWidget(w)
+        buttons.addStretch(1)
+
+        v = QVBoxLayout(self)
+        v.addLayout(inputs, 2)
+        v.addLayout(form)
+        v.addLayout(buttons)
+        v.addWidget(self.progress)
+        v.addWidget(self.note)
+        v.addWidget(self.table, 3)
+        self._set_running(False)
+        self.resize(1100, 760)
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def lora_paths(self) -> list[str]:
+        return [self.loras.item(i).text() for i in range(self.loras.count())]
+
+    def add_loras(self, paths: list[str]) -> None:
+        """Add LoRA files; a folder adds its LoRA files (a PEFT folder is one LoRA)."""
+        try:
+            found = expand_loras([str(p) for p in paths])
+        except CasaError as exc:
+            self.note.setText(str(exc))
+            return
+        have = set(self.lora_paths())
+        for p in found:
+            if p not in have:
+                self.loras.addItem(p)
+                have.add(p)
+
+    def add_targets(self, paths: list[str]) -> None:
+        have = {self.targets.item(r, 1).text() for r in range(self.targets.rowCount())}
+        for p in paths:
+            if p in have:
+                continue
+            r = self.targets.rowCount()
+            self.targets.insertRow(r)
+            self.targets.setItem(r, 0, QTableWidgetItem(TargetSpec(None, p).label))
+            path = QTableWidgetItem(p)
+            path.setFlags(path.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.targets.setItem(r, 1, path)
+            have.add(p)
+
+    def target_specs(self) -> list[TargetSpec]:
+        return [TargetSpec(self.targets.item(r, 0).text().strip() or None, self.targets.item(r, 1).text())
+                for r in range(self.targets.rowCount())]
+
+    def _start_dir(self) -> str:
+        return str(Path(self.base.text()).parent) if self.base.text() else ""
+
+    def _pick_loras(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "LoRAs", self._start_dir(), "LoRA (*.safetensors)")
+        self.add_loras(files)
+
+    def _pick_lora_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A folder of LoRAs", self._start_dir())
+        if folder:
+            self.add_loras([folder])
+
+    def _pick_target(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Target model", self._start_dir(),
+                                           "Models (*.safetensors *.json *.pt *.pth *.ckpt)")
+        if f:
+            self.add_targets([f])
+
+    def _pick_target_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Target model folder", self._start_dir())
+        if folder:
+            self.add_targets([folder])
+
+    def _pick_base(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Base model", self._start_dir(),
+                                           "Models (*.safetensors *.json *.pt *.pth *.ckpt)")
+        if f:
+            self.base.setText(f)
+
+    def _pick_output(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Write the outputs into", self.output_dir.text())
+        if folder:
+            self.output_dir.setText(folder)
+
+    def _remove(self, widget: QListWidget) -> None:
+        for item in widget.selectedItems():
+            widget.takeItem(widget.row(item))
+
+    def _remove_target(self) -> None:
+        for r in sorted({i.row() for i in self.targets.selectedIndexes()}, reverse=True):
+            self.targets.removeRow(r)
+
+    # ---- running -----------------------------------------------------------------------
+
+    def spec(self) -> BatchSpec:
+        """The batch the fields describe, with the main window's settings (CasaError when incomplete)."""
+        from dataclasses import replace
+
+        if not self.base.text().strip():
+            raise CasaError("no base model", "give the base model the LoRAs were trained on", setting="base")
+        if not self.output_dir.text().strip():
+            raise CasaError("no output folder", "choose the folder to write the outputs to", setting="output_dir")
+        st = self.win.state
+        options = replace(st.run_options(), view_size=0)
+        return BatchSpec(self.base.text().strip(), self.target_specs(), [LoraSpec(p) for p in self.lora_paths()],
+                         self.output_dir.text().strip(), st.settings.validate(), options,
+                         pattern=self.pattern.text().strip() or PATTERN).validate()
+
+    def start(self) -> bool:
+        if self.runner.busy:
+            return False
+        try:
+            spec = self.spec()
+        except CasaError as exc:
+            self.note.setText(str(exc))
+            return False
+        self.entries, self.summary, self._rows, self.last_spec = [], None, {}, spec
+        self.table.setRowCount(0)
+        self.progress.setValue(0)
+        self.note.setText("Opening and planning…")
+        job = Job("batch", jobs.batch_job(spec))
+        # bound methods of this window (not lambdas): Qt queues them to the GUI thread, in order
+        job.yielded.connect(self._item)
+        job.succeeded.connect(self._succeeded)
+        job.cancelled.connect(self._cancelled)
+        job.failed.connect(self._failed)
+        self._set_running(True)
+        log.info("batch: %d LoRAs x %d targets into %s", len(spec.loras), len(spec.targets), spec.output_dir)
+        self.runner.start(job)
+        return True
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+        self.note.setText("Cancelling after the current layers; finished outputs stay…")
+
+    def _item(self, item) -> None:
+        if isinstance(item, list):               # the planned outputs
+            self.entries = item
+            self.table.setRowCount(len(item))
+            for r, e in enumerate(item):
+                self._rows[(e.lora_index, e.target_index)] = r
+                self._show(e)
+            self.note.setText(f"{len(item)} outputs planned.")
+        elif isinstance(item, BatchProgress):
+            if item.entry is not None:
+                self._show(item.entry)
+            frac = (item.pass_index + item.layer / max(item.layers, 1)) / max(item.passes, 1)
+            self.progress.setValue(int(round(100 * frac)))
+            eta = "" if item.eta is None else f", about {item.eta:.0f} s left"
+            self.note.setText(f"Pass {item.pass_index + 1} of {item.passes}: layer {item.layer} of {item.layers}; "
+                              f"{item.outputs_done} of {item.outputs} outputs finished{eta}.")
+        elif isinstance(item, BatchSummary):
+            self.summary = item
+            for e in item.entries:
+                self._show(e)
+
+    def _show(self, e: OutputEntry) -> None:
+        r = self._rows.get((e.lora_index, e.target_index))
+        if r is None:
+            return
+        result = e.error or (str(e.path) if e.status in ("written", "skipped") else "")
+        for c, text in enumerate((e.lora, e.target, e.status, result)):
+            item = QTableWidgetItem(text)
+            item.setToolTip(text)
+            self.table.setItem(r, c, item)
+
+    def _succeeded(self) -> None:
+        self._end("succeeded")
+
+    def _cancelled(self) -> None:
+        self._end("cancelled")
+
+    def _failed(self, message: str) -> None:
+        self._end("failed", message)
+
+    def _end(self, outcome: str, message: str = "") -> None:
+        self._set_running(False)
+        if outcome == "succeeded" and self.summary is not None:
+            s = self.summary
+            self.progress.setValue(100)
+            self.note.setText(f"Done in {s.seconds:.1f} s: {s.count('written')} written, {s.count('skipped')} "
+                              f"complete already, {len(s.failed)} failed.")
+        elif outcome == "cancelled":
+            kept = sum(e.status == "written" for e in self.entries)
+            for e in self.entries:
+                if e.status == "pending":
+                    e.status = "cancelled"
+                self._show(e)
+            self.note.setText(f"Cancelled; {kept} finished outputs were kept, nothing partial was written.")
+        else:
+            self.note.setText(message)
+        self.finished.emit(outcome)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+
+    def selected_entry(self) -> OutputEntry | None:
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        if len(rows) != 1:
+            return None
+        r = rows.pop()
+        return next((e for e in self.entries if self._rows.get((e.lora_index, e.target_index)) == r), None)
+
+    def open_results(self) -> None:
+        if self.output_dir.text():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self.output_dir.text()))
+
+    def inspect_selected(self) -> bool:
+        """Open the selected output's LoRA and target in the main window, which inspects them: Convert there
+        shows the same views as any single conversion."""
+        e, spec = self.selected_entry(), self.last_spec
+        if e is None or spec is None:
+            self.note.setText("Select one output to inspect.")
+            return False
+        target = spec.targets[e.target_index]
+        if target.path is None:
+            self.note.setText("A distillation-LoRA target cannot be opened in the main window.")
+            return False
+        self.win.sources.set_values(spec.base, target.path, spec.loras[e.lora_index].path)
+        self.win.raise_()
+        self.win.activateWindow()
+        return True
+
+    def closeEvent(self, event) -> None:
+        if self.runner.busy:
+            self.runner.stop()
+        super().closeEvent(event)

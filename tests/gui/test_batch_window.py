@@ -1,0 +1,83 @@
+"""The batch queue window: LoRAs and targets in, per-output status and results out, cancel, inspect."""
+
+import time
+
+from tests.core import factories as fx
+
+
+def _inputs(tmp_path):
+    t = fx.model_tensors(1, blocks=1)
+    base = fx.write_model(t, tmp_path / "base.safetensors")
+    fast = fx.write_model(fx.drifted(t, 2), tmp_path / "fast.safetensors")
+    lib = tmp_path / "loras"
+    lib.mkdir()
+    for i, name in enumerate(("one", "two")):
+        fx.write_lora(fx.lora_factors(t, 10 + i), lib / f"{name}.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    return base, fast, lib, out
+
+
+def _batch_window(window, tmp_path):
+    base, fast, lib, out = _inputs(tmp_path)
+    bw = window.open_batch()
+    bw.base.setText(str(base))
+    bw.add_targets([str(fast)])
+    bw.add_loras([str(lib), str(lib / "one.safetensors")])       # a folder, and a LoRA given twice
+    bw.output_dir.setText(str(out))
+    return bw, out
+
+
+def test_batch_queue_runs_and_shows_each_output(window, qtbot, tmp_path):
+    window.state.device = "cpu"
+    bw, out = _batch_window(window, tmp_path)
+    assert bw.lora_paths() == [str(tmp_path / "loras" / "one.safetensors"), str(tmp_path / "loras" / "two.safetensors")]
+    with qtbot.waitSignal(bw.finished, timeout=60_000) as blocker:
+        assert bw.start()
+    assert blocker.args == ["succeeded"], bw.note.text()
+    qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["one-fast.safetensors", "two-fast.safetensors"]
+    rows = [[bw.table.item(r, c).text() for c in range(4)] for r in range(bw.table.rowCount())]
+    assert [r[:3] for r in rows] == [["one", "fast", "written"], ["two", "fast", "written"]]
+    assert rows[0][3].endswith("one-fast.safetensors")
+    assert "2 written" in bw.note.text() and bw.progress.value() == 100
+    # the same output again is complete already
+    with qtbot.waitSignal(bw.finished, timeout=60_000):
+        assert bw.start()
+    qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
+    assert [bw.table.item(r, 2).text() for r in range(2)] == ["skipped", "skipped"]
+    # an output opens in the main window, with its own LoRA and target
+    bw.table.selectRow(1)
+    assert bw.inspect_selected()
+    assert window.sources.values() == (bw.base.text(), str(tmp_path / "fast.safetensors"),
+                                       str(tmp_path / "loras" / "two.safetensors"))
+
+
+def test_batch_queue_cancel_leaves_no_partial_file(window, qtbot, tmp_path, monkeypatch):
+    from casa_core.batch import Batch
+
+    real = Batch._layer
+
+    def slow(self, work, compute):
+        time.sleep(0.2)
+        return real(self, work, compute)
+
+    monkeypatch.setattr(Batch, "_layer", slow)
+    window.state.device = "cpu"
+    bw, out = _batch_window(window, tmp_path)
+    assert bw.start()
+    qtbot.waitUntil(lambda: "layer" in bw.note.text(), timeout=30_000)
+    with qtbot.waitSignal(bw.finished, timeout=60_000) as blocker:
+        bw.cancel()
+    assert blocker.args == ["cancelled"]
+    qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
+    assert sorted(p.name for p in out.iterdir()) == ["batch-summary.json"]
+    assert {bw.table.item(r, 2).text() for r in range(2)} == {"cancelled"}
+    assert "nothing partial" in bw.note.text()
+
+
+def test_batch_queue_says_what_is_missing(window):
+    bw = window.open_batch()
+    bw.base.setText("")
+    assert not bw.start()
+    assert "no base model" in bw.note.text()
