@@ -91,7 +91,10 @@ def layer_costs(base: Path, targets: list[Path], loras: list[Path], device: str,
     from casa_core.settings import TransferSettings
     from casa_core.sources import open_lora, open_model
 
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(threads)
+    threadpool_limits(threads)       # numpy's BLAS too (the eigensolver), as a worker of a run has it
     dev = resolve_device(device)
     b = open_model(str(base), "base")
     t = open_model(str(targets[0]), "target")
