@@ -82,6 +82,7 @@ def layer_costs(base: Path, targets: list[Path], loras: list[Path], device: str,
     """Per-layer seconds of the batch's stages, in this process on ``threads`` threads (a worker's share of
     the cores): the base's basis, a target's drift, the first LoRA on a pair and each further one."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from casa_core import methods
     from casa_core.compute import resolve_device
@@ -90,8 +91,6 @@ def layer_costs(base: Path, targets: list[Path], loras: list[Path], device: str,
     from casa_core.plan import make_plan
     from casa_core.settings import TransferSettings
     from casa_core.sources import open_lora, open_model
-
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)       # numpy's BLAS too (the eigensolver), as a worker of a run has it

@@ -370,15 +370,12 @@ def read_manifest(path) -> dict:
 
 
 def _open_target(base_src, spec: TargetSpec):
-    """The target's ModelSource: a checkpoint, or the base with distillation LoRAs merged."""
+    """The target's ModelSource: a checkpoint (a base with distillation LoRAs merged is not available yet)."""
     from .sources import open_model
 
     if spec.loras:
-        opener = getattr(__import__("casa_core.sources", fromlist=["open_target"]), "open_target", None)
-        if opener is None:
-            raise CasaError(f"target {spec.label}: distillation-LoRA targets are not available in this version",
-                            "give the target as a checkpoint", setting="target_lora")
-        return opener(spec.path, spec.loras, base=base_src)
+        raise CasaError(f"target {spec.label}: distillation-LoRA targets are not available in this version",
+                        "give the target as a checkpoint", setting="target_lora")
     return open_model(spec.path, "target")
 
 

@@ -55,15 +55,8 @@ def _dropped_paths(event) -> list[str]:
     return [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
 
 
-class _DropList(QListWidget):
-    """The LoRAs: files and folders dropped on it are added (a folder's LoRA files)."""
-
-    dropped = Signal(list)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setAcceptDrops(True)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+class _TakesPaths:
+    """Files and folders dropped on the widget are announced by its ``dropped`` signal."""
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -80,7 +73,18 @@ class _DropList(QListWidget):
             event.acceptProposedAction()
 
 
-class _TargetTable(QTableWidget):
+class _DropList(_TakesPaths, QListWidget):
+    """The LoRAs: files and folders dropped on it are added (a folder's LoRA files)."""
+
+    dropped = Signal(list)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+
+
+class _TargetTable(_TakesPaths, QTableWidget):
     """The targets, a name (editable) and a path each; model files or folders dropped on it are added."""
 
     dropped = Signal(list)
@@ -91,20 +95,6 @@ class _TargetTable(QTableWidget):
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.setAcceptDrops(True)
         self.viewport().setAcceptDrops(True)
-
-    def dragEnterEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dragMoveEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:
-        paths = _dropped_paths(event)
-        if paths:
-            self.dropped.emit(paths)
-            event.acceptProposedAction()
 
 
 class BatchWindow(QWidget):

@@ -81,3 +81,19 @@ def test_batch_queue_says_what_is_missing(window):
     bw.base.setText("")
     assert not bw.start()
     assert "no base model" in bw.note.text()
+
+
+def test_dropping_files_adds_loras_and_targets(window, qtbot, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    base, fast, lib, _ = _inputs(tmp_path)
+    bw = window.open_batch()
+    for widget, paths in ((bw.loras, [lib]), (bw.targets, [fast])):
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+        ev = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                        Qt.KeyboardModifier.NoModifier)
+        widget.dropEvent(ev)
+    assert bw.lora_paths() == [str(lib / "one.safetensors"), str(lib / "two.safetensors")]
+    assert [(t.label, t.path) for t in bw.target_specs()][-1] == ("fast", str(fast))
