@@ -111,6 +111,7 @@ class BatchWindow(QWidget):
         self.summary: BatchSummary | None = None
         self.last_spec: BatchSpec | None = None        # what the table's outputs were planned from
         self._rows: dict[tuple[int, int], int] = {}
+        self._converting = False        # a selected output is being opened in the main window
 
         self.base = QLineEdit(win.sources.values()[0])
         self.base.setPlaceholderText("base model the LoRAs were trained on")
@@ -388,8 +389,8 @@ class BatchWindow(QWidget):
             QDesktopServices.openUrl(QUrl.fromLocalFile(self.output_dir.text()))
 
     def inspect_selected(self) -> bool:
-        """Open the selected output's LoRA and target in the main window, which inspects them: Convert there
-        shows the same views as any single conversion."""
+        """Open the selected output's LoRA and target in the main window and convert them there once they
+        are inspected: the same views as any single conversion."""
         e, spec = self.selected_entry(), self.last_spec
         if e is None or spec is None:
             self.note.setText("Select one output to inspect.")
@@ -398,10 +399,20 @@ class BatchWindow(QWidget):
         if target.path is None:
             self.note.setText("A distillation-LoRA target cannot be opened in the main window.")
             return False
+        ctl = self.win.controller
+        self._converting = True
+        ctl.inspected.connect(self._convert_inspected)
         self.win.sources.set_values(spec.base, target.path, spec.loras[e.lora_index].path)
         self.win.raise_()
         self.win.activateWindow()
         return True
+
+    def _convert_inspected(self, outcome: str) -> None:
+        """Once, after the inspection ``inspect_selected`` asked for: convert in the main window."""
+        self.win.controller.inspected.disconnect(self._convert_inspected)
+        if outcome == "ok" and self._converting:
+            self.win.controller.start_convert()
+        self._converting = False
 
     def closeEvent(self, event) -> None:
         if self.runner.busy:

@@ -46,11 +46,15 @@ def test_batch_queue_runs_and_shows_each_output(window, qtbot, tmp_path):
         assert bw.start()
     qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
     assert [bw.table.item(r, 2).text() for r in range(2)] == ["skipped", "skipped"]
-    # an output opens in the main window, with its own LoRA and target
+    # an output opens in the main window, with its own LoRA and target, and is converted there (its views)
     bw.table.selectRow(1)
-    assert bw.inspect_selected()
+    with qtbot.waitSignal(window.controller.run_finished, timeout=60_000) as blocker:
+        assert bw.inspect_selected()
+    assert blocker.args == ["succeeded"], window.messages.text()
     assert window.sources.values() == (bw.base.text(), str(tmp_path / "fast.safetensors"),
                                        str(tmp_path / "loras" / "two.safetensors"))
+    assert window.controller.session.conversion.complete
+    qtbot.waitUntil(lambda: not window.controller.runner.busy, timeout=5_000)
 
 
 def test_batch_queue_cancel_leaves_no_partial_file(window, qtbot, tmp_path, monkeypatch):
