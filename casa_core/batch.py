@@ -642,7 +642,8 @@ class Batch:
         if any(uses):
             t0 = time.perf_counter()
             W_s = self.base.read(wkey).to(device=compute.device, dtype=compute.dtype)
-            base_state = analyse_base(module, W_s, dtype=compute.dtype, device=compute.device, exact=compute.exact)
+            base_state = analyse_base(module, W_s, dtype=compute.dtype, device=compute.device, exact=compute.exact,
+                                      cache=compute.cache)
             del W_s
             self._count("base_layers")
             base_state.seconds = time.perf_counter() - t0     # its read counts as part of its cost

@@ -89,6 +89,17 @@ def _add_run_options(c: argparse.ArgumentParser, *, several: bool = False, defau
     c.add_argument("--provenance-paths", action="store_true",
                    help="also record the inputs' absolute paths in the output's metadata (by default local "
                         "inputs are named by file name, size and hash)")
+    c.add_argument("--cache", metavar="DIR", help="keep the base's singular bases in this folder, so that later "
+                   "runs on the same base skip the decomposition (same output bytes)")
+    c.add_argument("--cache-limit", metavar="GB", type=float, default=20.0,
+                   help="the most the cache folder may hold; the least recently used bases go (default 20)")
+
+
+def _say_cache(options, quiet: bool) -> None:
+    if options.cache and not quiet:
+        from .spectral_cache import SpectralCache
+
+        _say(SpectralCache.open(options.cache, options.cache_limit_gb).describe(), file=sys.stderr)
 
 
 class _Grouped(argparse.Action):
@@ -149,7 +160,7 @@ _FLAGS = {"device": "--device", "rank": "--rank", "precision": "--precision", "f
           "method": "--method", "base": "--base", "target": "--target", "lora": "--lora", "output": "--output",
           "report": "--report", "max_rank": "--max-rank", "target_lora": "--target-lora", "expert": "--expert",
           "output_dir": "--output-dir", "pattern": "--pattern", "chunk": "--chunk", "manifest": "--manifest",
-          "executor": "--executor", "name": "--name"}
+          "executor": "--executor", "name": "--name", "cache": "--cache", "cache_limit": "--cache-limit"}
 
 
 def _flag(setting: str) -> str:
@@ -261,7 +272,8 @@ def cmd_convert(args) -> int:
     settings = [s.validate() for s in _settings_list(args)]
     options = RunOptions(rank=parse_rank(args.rank, args.max_rank), device=args.device, precision=args.precision,
                          out_format=args.out_format, out_dtype=args.out_dtype, layers=args.layers,
-                         view_size=0, workers=args.workers, provenance_paths=args.provenance_paths).validate()
+                         view_size=0, workers=args.workers, provenance_paths=args.provenance_paths,
+                         cache=args.cache, cache_limit_gb=args.cache_limit).validate()
     import os
 
     # (os.path.isdir answers False for a name the filesystem refuses; the output check says why)
@@ -293,6 +305,7 @@ def cmd_convert(args) -> int:
                   file=sys.stderr)
         _say(_model_line(report.model), file=sys.stderr)
         _rank_note(conv.results.values(), options)
+    _say_cache(options, args.quiet)
     return 0
 
 
@@ -356,6 +369,7 @@ def _compare(args, settings, options) -> int:
     if not args.quiet:
         _say(f"wrote {len(outputs)} files into {folder}:", file=sys.stderr)
         _print_summary(comp.summary, file=sys.stderr)
+    _say_cache(options, args.quiet)
     return 0
 
 
@@ -459,7 +473,8 @@ def cmd_batch(args) -> int:
         if value is not None:
             opts[name] = value
     options = replace(RunOptions(device=args.device, precision=args.precision, view_size=0, workers=args.workers,
-                                 provenance_paths=args.provenance_paths), **opts).validate()
+                                 provenance_paths=args.provenance_paths, cache=args.cache,
+                                 cache_limit_gb=args.cache_limit), **opts).validate()
     loras = [LoraSpec(p) for p in expand_loras(args.lora)] + man["loras"]
     spec = BatchSpec(base, _target_groups(args.target_groups) + man["targets"], loras, out_dir,
                      settings or TransferSettings(), options, pattern=args.pattern or man.get("pattern") or PATTERN,
@@ -488,6 +503,7 @@ def cmd_batch(args) -> int:
              f"{summary.pairs}); summary {summary.path}", file=sys.stderr)
         for e in failed:
             _say(f"  failed: {e.lora} -> {e.target}: {e.error}", file=sys.stderr)
+    _say_cache(options, args.quiet)
     return 1 if failed else 0
 
 

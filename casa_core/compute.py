@@ -54,6 +54,7 @@ class Compute:
     exact: bool               # float64 throughout, LAPACK's SVD
     workers: int              # layers computed side by side
     threads: int | None       # threads per worker (CPU), None: leave torch's setting alone
+    cache: object | None = None   # spectral_cache.SpectralCache of the base's bases, or None
 
     @classmethod
     def for_options(cls, options) -> Compute:
@@ -63,7 +64,12 @@ class Compute:
         device = resolve_device(options.device)
         exact = options.precision == "float64"
         workers, threads = cpu_workers(options.workers) if device.type == "cpu" else (1, None)
-        return cls(device, torch.float64 if exact else torch.float32, exact, workers, threads)
+        cache = None
+        if getattr(options, "cache", None):
+            from .spectral_cache import SpectralCache
+
+            cache = SpectralCache.open(options.cache, options.cache_limit_gb)
+        return cls(device, torch.float64 if exact else torch.float32, exact, workers, threads, cache)
 
     def describe(self) -> dict:
         """The report's figures on how layers are computed (the solver is reported per layer)."""

@@ -427,12 +427,13 @@ def _lora_identity(lora, sha256: str, with_path: bool = False):
 
 def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = methods.DEFAULT, params=None,
                   dtype=None, device="cpu", exact: bool = False, spectra: bool = False, consume: bool = False,
-                  drift=None):
+                  drift=None, cache=None):
     """One layer's analysis for ``method`` from its tensors (the conversion, benchmarks, tests).
 
     ``params``: the method's parameters the analysis may be narrowed to (None: valid for any).
     ``consume``: W_t is the caller's own copy in ``dtype`` on ``device``, to be overwritten.
     ``drift``: D_fft given in place of W_t (``layers.analyse_pair``).
+    ``cache``: a ``spectral_cache.SpectralCache`` for the base's basis.
     The result goes to ``methods.get(method).conclude``.
     """
     import torch
@@ -441,7 +442,7 @@ def analyse_layer(name: str, W_s, W_t, B, A, scale: float, *, method: str = meth
     pair = None
     if m.uses_models:
         pair = analyse_pair(name, W_s, W_t, dtype=dtype or torch.float32, device=device, exact=exact,
-                            spectra=spectra, consume=consume, drift=drift)
+                            spectra=spectra, consume=consume, drift=drift, cache=cache)
     return m.analyse(LayerInput(name, B, A, scale), pair, params, spectra=spectra)
 
 
@@ -488,7 +489,7 @@ def _pair(lp: LayerPlan, W_s, W_t, compute: Compute, spectra: bool):
     else:
         W_t = W_t.to(device=compute.device, dtype=compute.dtype, copy=True)
     return analyse_pair(lp.module, W_s, W_t, dtype=compute.dtype, device=compute.device, exact=compute.exact,
-                        spectra=spectra, consume=True, drift=drift)
+                        spectra=spectra, consume=True, drift=drift, cache=compute.cache)
 
 
 class _LayerJob:

@@ -149,17 +149,28 @@ class BaseState:
     seconds: float
 
 
-def analyse_base(name: str, W_s, *, dtype=torch.float32, device="cpu", exact: bool = False) -> BaseState:
-    """Step 1 of the rule: the base's thin basis (tall layers never form U; U^T Y = (V / sigma)^T (Ws^T Y))."""
+def analyse_base(name: str, W_s, *, dtype=torch.float32, device="cpu", exact: bool = False,
+                 cache=None) -> BaseState:
+    """Step 1 of the rule: the base's thin basis (tall layers never form U; U^T Y = (V / sigma)^T (Ws^T Y)).
+
+    ``cache``: a ``spectral_cache.SpectralCache`` the basis is read from, or kept in.
+    """
     t0 = time.perf_counter()
     device = torch.device(device)
     m, n = W_s.shape
     Ws = W_s.to(device=device, dtype=dtype)
+    key = cache.key(Ws, exact) if cache is not None else None
     transposed = m < n
     if transposed:
         Ws = Ws.T
     tall = Ws.shape[0] > Ws.shape[1]
-    U, sigma, V, solver = thin_svd(Ws, exact, left=not tall)
+    found = cache.get(key, device) if cache is not None else None
+    if found is not None:
+        U, sigma, V, solver = found
+    else:
+        U, sigma, V, solver = thin_svd(Ws, exact, left=not tall)
+        if cache is not None:
+            cache.put(key, U, sigma, V, solver)
     Vsi = None if U is not None else V / sigma
     ws_norm = float(sigma.double().norm())
     sync(device)
@@ -202,7 +213,7 @@ def pair_state(base: BaseState, W_t, *, spectra: bool = False, consume: bool = F
 
 def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exact: bool = False,
                  spectra: bool = False, consume: bool = False, full_routing: bool = False,
-                 drift=None) -> PairState:
+                 drift=None, cache=None) -> PairState:
     """The base's thin basis and the drift: steps 1 and 3 of the rule, without the LoRA.
 
     ``consume``: W_t is the caller's private copy, already in ``dtype`` on ``device``; it is
@@ -210,9 +221,9 @@ def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exac
     full now (rectangular layers always do: their X = U^T D_fft is needed anyway); square
     layers otherwise compute the parts a method asks for. ``drift``: D_fft itself, in
     ``dtype`` on ``device`` (a tensor the state may keep, or a ``factorization.LowRank``), in
-    place of W_t (a target given as the base plus distillation LoRAs).
+    place of W_t (a target given as the base plus distillation LoRAs). ``cache``: see ``analyse_base``.
     """
-    base = analyse_base(name, W_s, dtype=dtype, device=device, exact=exact)
+    base = analyse_base(name, W_s, dtype=dtype, device=device, exact=exact, cache=cache)
     return pair_state(base, W_t, spectra=spectra, consume=consume, full_routing=full_routing, drift=drift)
 
 

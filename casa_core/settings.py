@@ -74,6 +74,8 @@ class RunOptions:
     workers: int | None = None             # CPU: layers computed side by side (None: 2 with 2+ cores)
     overrides: dict = field(default_factory=dict)   # canonical module -> TransferSettings
     provenance_paths: bool = False         # also record the inputs' absolute local paths in the output
+    cache: str | None = None               # a folder keeping the base's bases between runs (spectral_cache)
+    cache_limit_gb: float | None = 20.0    # the most it may hold (None: no limit)
 
     def validate(self) -> RunOptions:
         if self.precision not in PRECISIONS:
@@ -88,6 +90,10 @@ class RunOptions:
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers > 0):
             raise CasaError(f"workers must be a positive whole number, got {self.workers!r}", "e.g. 2",
                             setting="workers", example="2")
+        if self.cache_limit_gb is not None and not (isinstance(self.cache_limit_gb, int | float)
+                                                    and self.cache_limit_gb > 0):
+            raise CasaError(f"the cache size limit must be a positive number of GB, got {self.cache_limit_gb!r}",
+                            "e.g. 20", setting="cache_limit", example="20")
         if isinstance(self.rank, AutoRank):
             self.rank.validate()
         elif self.rank is not None and self.rank != "full" and not (isinstance(self.rank, int) and self.rank > 0):
