@@ -271,3 +271,24 @@ def test_ctrl_c_keeps_finished_outputs(inputs, tmp_path, monkeypatch, capsys):
                                                      "batch-summary.json"]
     summary = json.loads((out / "batch-summary.json").read_text())
     assert summary["counts"]["written"] == 1 and summary["counts"]["cancelled"] == 2
+
+
+def test_manifest_mistakes_are_one_line_errors(tmp_path, capsys):
+    cases = {"bad.toml": ("base = ", "not valid TOML"), "bad.json": ("[1, 2", "not valid JSON"),
+             "key.toml": ('base = "b"\nbogus = 1\n', "unknown manifest key 'bogus'"),
+             "lora.toml": ('[[lora]]\npath = "a.safetensors"\nstrength = 2\n', "unknown lora key 'strength'"),
+             "method.toml": ('[[lora]]\npath = "a"\nmethod = "direct"\nsettings = {tau = 0.3}\n', "tau")}
+    for name, (text, match) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CasaError, match=match):
+            read_manifest(tmp_path / name)
+    assert cli.main(["batch", "--manifest", str(tmp_path / "key.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(--manifest)" in err
+
+
+def test_distillation_lora_targets_are_refused_plainly_until_available(inputs, tmp_path, capsys):
+    rc = cli.main(["batch", "--base", str(inputs["base"]), "--target-lora", str(inputs["loras"][0]) + ":0.5",
+                   "--name", "distilled", "--lora", str(inputs["loras"][1]), "--output-dir", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "distillation-LoRA targets" in err and "(--target-lora)" in err
