@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -125,6 +126,7 @@ class BatchWindow(QWidget):
         self.output_dir = QLineEdit()
         self.output_dir.setPlaceholderText("folder the outputs are written to")
         self.pattern = QLineEdit(PATTERN)
+        self.force = QCheckBox("Redo outputs already complete (otherwise they are skipped)")
 
         def button(text, slot, tip=""):
             b = QPushButton(text, toolTip=tip)
@@ -165,6 +167,7 @@ class BatchWindow(QWidget):
         out_row.addWidget(b)
         form.addRow("Output folder", out_row)
         form.addRow("File names", self.pattern)
+        form.addRow("", self.force)
         form.addRow("", QLabel("Method, parameters, rank, device, format and dtype: the main window's."))
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -286,7 +289,7 @@ class BatchWindow(QWidget):
         options = replace(st.run_options(), view_size=0)
         return BatchSpec(self.base.text().strip(), self.target_specs(), [LoraSpec(p) for p in self.lora_paths()],
                          self.output_dir.text().strip(), st.settings.validate(), options,
-                         pattern=self.pattern.text().strip() or PATTERN).validate()
+                         pattern=self.pattern.text().strip() or PATTERN, force=self.force.isChecked()).validate()
 
     def start(self) -> bool:
         if self.runner.busy:

@@ -46,6 +46,12 @@ def test_batch_queue_runs_and_shows_each_output(window, qtbot, tmp_path):
         assert bw.start()
     qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
     assert [bw.table.item(r, 2).text() for r in range(2)] == ["skipped", "skipped"]
+    bw.force.setChecked(True)
+    with qtbot.waitSignal(bw.finished, timeout=60_000):
+        assert bw.start()
+    qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
+    assert [bw.table.item(r, 2).text() for r in range(2)] == ["written", "written"]
+    bw.force.setChecked(False)
     # an output opens in the main window, with its own LoRA and target, and is converted there (its views)
     bw.table.selectRow(1)
     with qtbot.waitSignal(window.controller.run_finished, timeout=60_000) as blocker:
