@@ -236,36 +236,37 @@ class BatchWindow(QWidget):
     def _start_dir(self) -> str:
         return str(Path(self.base.text()).parent) if self.base.text() else ""
 
+    def _pick(self, title: str, *, folder: bool = False, start: str | None = None,
+              filter_: str = "Models (*.safetensors *.json *.pt *.pth *.ckpt)") -> str:
+        """A file (or a folder) the user picks; '' when none."""
+        start = self._start_dir() if start is None else start
+        if folder:
+            return QFileDialog.getExistingDirectory(self, title, start)
+        return QFileDialog.getOpenFileName(self, title, start, filter_)[0]
+
     def _pick_loras(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "LoRAs", self._start_dir(), "LoRA (*.safetensors)")
         self.add_loras(files)
 
     def _pick_lora_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "A folder of LoRAs", self._start_dir())
-        if folder:
-            self.add_loras([folder])
+        if path := self._pick("A folder of LoRAs", folder=True):
+            self.add_loras([path])
 
     def _pick_target(self) -> None:
-        f, _ = QFileDialog.getOpenFileName(self, "Target model", self._start_dir(),
-                                           "Models (*.safetensors *.json *.pt *.pth *.ckpt)")
-        if f:
-            self.add_targets([f])
+        if path := self._pick("Target model"):
+            self.add_targets([path])
 
     def _pick_target_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Target model folder", self._start_dir())
-        if folder:
-            self.add_targets([folder])
+        if path := self._pick("Target model folder", folder=True):
+            self.add_targets([path])
 
     def _pick_base(self) -> None:
-        f, _ = QFileDialog.getOpenFileName(self, "Base model", self._start_dir(),
-                                           "Models (*.safetensors *.json *.pt *.pth *.ckpt)")
-        if f:
-            self.base.setText(f)
+        if path := self._pick("Base model"):
+            self.base.setText(path)
 
     def _pick_output(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Write the outputs into", self.output_dir.text())
-        if folder:
-            self.output_dir.setText(folder)
+        if path := self._pick("Write the outputs into", folder=True, start=self.output_dir.text()):
+            self.output_dir.setText(path)
 
     def _remove(self, widget: QListWidget) -> None:
         for item in widget.selectedItems():
