@@ -133,22 +133,23 @@ class BatchWindow(QWidget):
             b.clicked.connect(lambda _c=False: slot())
             return b
 
-        lora_box = QGroupBox("LoRAs (pick, drop files or folders here)")
-        lv = QVBoxLayout(lora_box)
-        lv.addWidget(self.loras, 1)
-        row = QHBoxLayout()
-        row.addWidget(button("Add files…", self._pick_loras))
-        row.addWidget(button("Add folder…", self._pick_lora_folder, "every .safetensors LoRA in a folder"))
-        row.addWidget(button("Remove", lambda: self._remove(self.loras)))
-        lv.addLayout(row)
-        target_box = QGroupBox("Targets (drop model files or folders here)")
-        tv = QVBoxLayout(target_box)
-        tv.addWidget(self.targets, 1)
-        row = QHBoxLayout()
-        row.addWidget(button("Add model file…", self._pick_target))
-        row.addWidget(button("Add model folder…", self._pick_target_folder, "a diffusers folder"))
-        row.addWidget(button("Remove", self._remove_target))
-        tv.addLayout(row)
+        def box(title, widget, *buttons):
+            group = QGroupBox(title)
+            v = QVBoxLayout(group)
+            v.addWidget(widget, 1)
+            row = QHBoxLayout()
+            for b in buttons:
+                row.addWidget(button(*b))
+            v.addLayout(row)
+            return group
+
+        lora_box = box("LoRAs (pick, drop files or folders here)", self.loras, ("Add files…", self._pick_loras),
+                       ("Add folder…", self._pick_lora_folder, "every .safetensors LoRA in a folder"),
+                       ("Remove", lambda: self._remove(self.loras)))
+        target_box = box("Targets (drop model files or folders here)", self.targets,
+                         ("Add model file…", self._pick_target),
+                         ("Add model folder…", self._pick_target_folder, "a diffusers folder"),
+                         ("Remove", self._remove_target))
         inputs = QHBoxLayout()
         inputs.addWidget(lora_box, 1)
         inputs.addWidget(target_box, 1)
