@@ -155,18 +155,15 @@ class BatchWindow(QWidget):
         inputs.addWidget(target_box, 1)
 
         form = QFormLayout()
-        base_row = QHBoxLayout()
-        base_row.addWidget(self.base, 1)
-        b = QToolButton(text="…", toolTip="Choose the base model")
-        b.clicked.connect(self._pick_base)
-        base_row.addWidget(b)
-        form.addRow("Base", base_row)
-        out_row = QHBoxLayout()
-        out_row.addWidget(self.output_dir, 1)
-        b = QToolButton(text="…", toolTip="Choose the output folder")
-        b.clicked.connect(self._pick_output)
-        out_row.addWidget(b)
-        form.addRow("Output folder", out_row)
+        for label, field, tip, pick in (("Base", self.base, "Choose the base model", self._pick_base),
+                                        ("Output folder", self.output_dir, "Choose the output folder",
+                                         self._pick_output)):
+            row = QHBoxLayout()
+            row.addWidget(field, 1)
+            b = QToolButton(text="…", toolTip=tip)
+            b.clicked.connect(pick)
+            row.addWidget(b)
+            form.addRow(label, row)
         form.addRow("File names", self.pattern)
         form.addRow("", self.force)
         form.addRow("", QLabel("Method, parameters, rank, device, format and dtype: the main window's."))
