@@ -493,7 +493,7 @@ def cmd_batch(args) -> int:
     except (Cancelled, KeyboardInterrupt, _Signalled) as exc:
         progress.close()
         kept = sum(e.status == WRITTEN for e in batch.entries)
-        _say(f"casa: cancelled; {kept} finished outputs were kept, nothing partial was written", file=sys.stderr)
+        _say(f"casa: cancelled; finished outputs kept: {kept}; nothing partial was written", file=sys.stderr)
         return 128 + exc.signum if isinstance(exc, _Signalled) else 130
     progress.close()
     failed = summary.failed

@@ -370,7 +370,7 @@ class BatchWindow(QWidget):
                 if e.status == "pending":
                     e.status = "cancelled"
                 self._show(e)
-            self.note.setText(f"Cancelled; {kept} finished outputs were kept, nothing partial was written.")
+            self.note.setText(f"Cancelled; finished outputs kept: {kept}; nothing partial was written.")
         else:
             self.note.setText(message)
         self.finished.emit(outcome)

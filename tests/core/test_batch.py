@@ -266,7 +266,7 @@ def test_ctrl_c_keeps_finished_outputs(inputs, tmp_path, monkeypatch, capsys):
     rc = cli.main(["batch", "--base", str(inputs["base"]), "--target", str(inputs["fast"]), "--lora",
                    str(inputs["lib"]), "--chunk", "1", "--output-dir", str(out), "--device", "cpu"])
     assert rc == 130
-    assert "1 finished outputs were kept" in capsys.readouterr().err
+    assert "finished outputs kept: 1; nothing partial" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["alpha-fast.report.json", "alpha-fast.safetensors",
                                                      "batch-summary.json"]
     summary = json.loads((out / "batch-summary.json").read_text())
