@@ -339,7 +339,11 @@ def read_manifest(path) -> dict:
         loras = []
         for item in t.get("loras", []):
             if isinstance(item, dict):
-                loras.append((where(item.get("path")), float(item.get("strength", 1.0))))
+                strength = item.get("strength", 1.0)
+                if isinstance(strength, bool) or not isinstance(strength, int | float):
+                    raise CasaError(f"manifest {path.name}: the strength {strength!r} of a target's LoRA is not a "
+                                    "number", "e.g. strength = 1.0", setting="manifest")
+                loras.append((where(item.get("path")), float(strength)))
             else:
                 p, s = parse_target_lora(item)
                 loras.append((where(p), s))

@@ -277,7 +277,8 @@ def test_manifest_mistakes_are_one_line_errors(tmp_path, capsys):
     cases = {"bad.toml": ("base = ", "not valid TOML"), "bad.json": ("[1, 2", "not valid JSON"),
              "key.toml": ('base = "b"\nbogus = 1\n', "unknown manifest key 'bogus'"),
              "lora.toml": ('[[lora]]\npath = "a.safetensors"\nstrength = 2\n', "unknown lora key 'strength'"),
-             "method.toml": ('[[lora]]\npath = "a"\nmethod = "direct"\nsettings = {tau = 0.3}\n', "tau")}
+             "method.toml": ('[[lora]]\npath = "a"\nmethod = "direct"\nsettings = {tau = 0.3}\n', "tau"),
+             "strength.toml": ('[[target]]\nloras = [{path = "d", strength = "x"}]\n', "is not a number")}
     for name, (text, match) in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(CasaError, match=match):
