@@ -167,6 +167,7 @@ class Progress:
     elapsed: float
     eta: float | None          # seconds, None until something was measured
     entry: OutputEntry | None = None     # set when one output has just finished
+    computing: tuple = ()      # (LoRA index, target index) of the outputs this pass computes
 
 
 @dataclass
@@ -616,6 +617,7 @@ class Batch:
                 modules.setdefault(lp.module, []).append((out, lp))
         names = sorted(modules, key=lambda m: order.get(f"{m}.weight", len(order)))
         work = [(m, modules[m]) for m in names]
+        computing = tuple((o.entry.lora_index, o.entry.target_index) for o in outs)
         done_before = sum(e.status in (WRITTEN, SKIPPED, FAILED) for e in self.entries)
         total = len(self.entries)
         for j, _ in enumerate(side_by_side(work, lambda w: self._layer(w, compute), compute.workers, cancel)):
@@ -623,7 +625,7 @@ class Batch:
             if progress is not None:
                 el = time.perf_counter() - t0
                 eta = el / self._units_done * (self._units - self._units_done)
-                progress(Progress(index, passes, j + 1, len(work), done_before, total, el, eta))
+                progress(Progress(index, passes, j + 1, len(work), done_before, total, el, eta, None, computing))
         for out in outs:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()

@@ -328,6 +328,12 @@ class BatchWindow(QWidget):
         elif isinstance(item, BatchProgress):
             if item.entry is not None:
                 self._show(item.entry)
+            for key in item.computing:              # the outputs of this pass, still being computed
+                r = self._rows.get(key)
+                status = self.table.item(r, 2) if r is not None else None
+                if status is not None and status.text() in ("pending", "computing"):
+                    status.setText("computing")
+                    self.table.item(r, 3).setText(f"layer {item.layer} of {item.layers}")
             frac = (item.pass_index + item.layer / max(item.layers, 1)) / max(item.passes, 1)
             self.progress.setValue(int(round(100 * frac)))
             eta = "" if item.eta is None else f", about {item.eta:.0f} s left"

@@ -77,6 +77,7 @@ def test_batch_queue_cancel_leaves_no_partial_file(window, qtbot, tmp_path, monk
     bw, out = _batch_window(window, tmp_path)
     assert bw.start()
     qtbot.waitUntil(lambda: "layer" in bw.note.text(), timeout=30_000)
+    assert bw.table.item(0, 2).text() == "computing" and bw.table.item(0, 3).text().startswith("layer ")
     with qtbot.waitSignal(bw.finished, timeout=60_000) as blocker:
         bw.cancel()
     assert blocker.args == ["cancelled"]
