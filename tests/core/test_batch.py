@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from casa_core import batch as B
-from casa_core import cli
+from casa_core import cli, methods
 from casa_core.batch import Batch, BatchSpec, LoraSpec, TargetSpec, expand_loras, read_manifest
 from casa_core.errors import Cancelled, CasaError
 from casa_core.settings import RunOptions, TransferSettings
@@ -293,3 +293,17 @@ def test_distillation_lora_targets_are_refused_plainly_until_available(inputs, t
                    "--name", "distilled", "--lora", str(inputs["loras"][1]), "--output-dir", str(tmp_path), "-q"])
     err = capsys.readouterr().err
     assert rc == 2 and "distillation-LoRA targets" in err and "(--target-lora)" in err
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_every_method_and_the_auto_rank_match_single_conversions(inputs, tmp_path, method):
+    """Two LoRAs on one pair with each registered method (some keep more of the pair for the next LoRA: the
+    target's own basis), at the auto rank: each output is its single conversion's bytes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["--method", method, "--rank", "auto:0.8", "--device", "cpu", "-q"]
+    assert cli.main(["batch", "--base", str(inputs["base"]), "--target", str(inputs["slow"]), "--lora",
+                     str(inputs["loras"][0]), "--lora", str(inputs["loras"][1]), "--output-dir", str(out), *args]) == 0
+    for lora in inputs["loras"][:2]:
+        want = single(inputs, lora, inputs["slow"], tmp_path / "single.safetensors", *args)
+        assert (out / f"{lora.stem}-slowtarget.safetensors").read_bytes() == want, lora.stem
