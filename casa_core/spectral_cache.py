@@ -30,13 +30,12 @@ _OPEN_LOCK = threading.Lock()
 DEFAULT_LIMIT_GB = 20.0
 
 
-def _strided(t, stride):
-    """``t`` with the strides it was computed with (a transposed layout stays transposed)."""
-    if stride is None or list(t.stride()) == list(stride):
-        return t
+def _strided(t, stride, device):
+    """``t`` on ``device`` with the strides it was computed with (a transposed layout stays transposed)."""
     import torch
 
-    out = torch.empty_strided(tuple(t.shape), tuple(stride), dtype=t.dtype, device=t.device)
+    stride = tuple(t.stride() if stride is None else stride)
+    out = torch.empty_strided(tuple(t.shape), stride, dtype=t.dtype, device=device)
     out.copy_(t)
     return out
 
@@ -98,7 +97,7 @@ class SpectralCache:
 
         path = self._path(key)
         try:
-            tensors = load_file(path, device=str(device))
+            tensors = load_file(path)
             from .tensorstore import read_header
 
             _, meta = read_header(path)
@@ -109,7 +108,7 @@ class SpectralCache:
             return None
         try:
             strides = json.loads(meta.get("strides", "{}"))
-            out = {k: _strided(t, strides.get(k)) for k, t in tensors.items()}
+            out = {k: _strided(t, strides.get(k), device) for k, t in tensors.items()}
         except (ValueError, TypeError, RuntimeError):
             return None
         with self._lock:
