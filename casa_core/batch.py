@@ -620,7 +620,9 @@ class Batch:
         computing = tuple((o.entry.lora_index, o.entry.target_index) for o in outs)
         done_before = sum(e.status in (WRITTEN, SKIPPED, FAILED) for e in self.entries)
         total = len(self.entries)
-        for j, _ in enumerate(side_by_side(work, lambda w: self._layer(w, compute), compute.workers, cancel)):
+        layers = (self._one_at_a_time(work, compute, cancel) if compute.workers == 1 else
+                  side_by_side(work, lambda w: self._layer(w, compute), compute.workers, cancel))
+        for j, _ in enumerate(layers):
             self._units_done += 1
             if progress is not None:
                 el = time.perf_counter() - t0
@@ -635,57 +637,101 @@ class Batch:
                 progress(Progress(index, passes, len(work), len(work), done, total, time.perf_counter() - t0, None,
                                   out.entry))
 
-    def _layer(self, work, compute: Compute) -> None:
-        """One layer for every output of the pass that transfers it: the base's basis once, each
-        target's drift once, then every LoRA concluded on its target's pair."""
-        from .layers import analyse_base, pair_state
-
+    def _read(self, work) -> dict:
+        """What one layer of the pass reads: the base's weight (when a method reads the models), each
+        target's weight, each output's LoRA factors (with its read time); a target or LoRA that cannot be
+        read is kept as its exception, to fail its outputs alone."""
         module, items = work
         wkey = f"{module}.weight"
         live = [(o, lp) for o, lp in items if o.entry.status != FAILED]
         uses = [methods.get(o.settings_for(module).method).uses_models for o, _ in live]
+        got = {"W_s": self.base.read(wkey) if any(uses) else None, "W_t": {}, "lora": {}}
+        for (o, lp), u in zip(live, uses, strict=True):
+            target = o.conv.plan.target
+            if u and id(target) not in got["W_t"]:
+                try:
+                    got["W_t"][id(target)] = target.read(wkey)
+                except Exception as exc:     # a target that cannot be read fails its outputs, not the batch
+                    got["W_t"][id(target)] = exc
+            t0 = time.perf_counter()
+            try:
+                factors = (o.conv.plan.lora.read(lp.pair.up_key), o.conv.plan.lora.read(lp.pair.down_key))
+            except Exception as exc:         # one LoRA's trouble is its own
+                factors = exc
+            got["lora"][id(o)] = (factors, time.perf_counter() - t0)
+        return got
+
+    def _layer(self, work, compute: Compute, got: dict | None = None) -> None:
+        """One layer for every output of the pass that transfers it: the base's basis once, each
+        target's drift once, then every LoRA concluded on its target's pair. ``got``: what ``_read``
+        read for it already (read now otherwise)."""
+        from .layers import analyse_base, pair_state
+
+        module, items = work
+        got = self._read(work) if got is None else got
+        live = [(o, lp) for o, lp in items if o.entry.status != FAILED and id(o) in got["lora"]]
+        uses = [methods.get(o.settings_for(module).method).uses_models for o, _ in live]
         base_state = None
         if any(uses):
             t0 = time.perf_counter()
-            W_s = self.base.read(wkey).to(device=compute.device, dtype=compute.dtype)
+            W_s = got.pop("W_s").to(device=compute.device, dtype=compute.dtype)
             base_state = analyse_base(module, W_s, dtype=compute.dtype, device=compute.device, exact=compute.exact,
                                       cache=compute.cache)
             del W_s
             self._count("base_layers")
-            base_state.seconds = time.perf_counter() - t0     # its read counts as part of its cost
+            base_state.seconds = time.perf_counter() - t0
         by_target: dict[int, list] = {}
         for (o, lp), u in zip(live, uses, strict=True):
             by_target.setdefault(id(o.conv.plan.target), []).append((o, lp, u))
-        for group in by_target.values():
+        for tid, group in by_target.items():
             pair = None
             if any(u for _, _, u in group):
+                W_t = got["W_t"].pop(tid)
                 try:
-                    W_t = group[0][0].conv.plan.target.read(wkey)
+                    if isinstance(W_t, Exception):
+                        raise W_t
                     pair = pair_state(base_state, W_t.to(device=compute.device, dtype=compute.dtype, copy=True),
                                       consume=True)
-                    del W_t
                     self._count("pairs")
                 except Exception as exc:     # a target that cannot be read fails its outputs, not the batch
                     for o, _, u in group:
                         if u:
                             o.fail(exc, module)
+                del W_t
             for o, lp, u in group:
                 if o.entry.status == FAILED or (u and pair is None):
                     continue
-                self._conclude(o, lp, pair if u else None, compute)
+                self._conclude(o, lp, pair if u else None, *got["lora"].pop(id(o)))
             del pair
-        del base_state
+        del base_state, got
         release_freed_memory()
 
-    def _conclude(self, out: _Output, lp, pair, compute: Compute) -> None:
+    def _one_at_a_time(self, work: list, compute: Compute, cancel):
+        """One layer at a time (a GPU, or one CPU worker), the next one read while this one is computed."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
+            pending = pool.submit(self._read, work[0]) if work else None
+            for i, w in enumerate(work):
+                if cancel is not None and cancel.is_set():
+                    pending.cancel()
+                    raise Cancelled()
+                got = pending.result()
+                if i + 1 < len(work):
+                    pending = pool.submit(self._read, work[i + 1])
+                yield self._layer(w, compute, got)
+
+    def _conclude(self, out: _Output, lp, pair, factors, t_read: float) -> None:
+        """Conclude one output's layer on its pair (None for a method that does not read the models)."""
         from .conversion import _cuda_oom
         from .errors import OutOfMemory
         from .methods.base import LayerInput
 
         t0 = time.perf_counter()
         try:
-            B, A = out.conv.plan.lora.read(lp.pair.up_key), out.conv.plan.lora.read(lp.pair.down_key)
-            t_read = time.perf_counter() - t0
+            if isinstance(factors, Exception):
+                raise factors
+            B, A = factors
             s = out.settings_for(lp.module)
             method = methods.get(s.method)
             analysis = method.analyse(LayerInput(lp.module, B, A, lp.scale), pair, s.params,
@@ -704,7 +750,7 @@ class Batch:
         with out.lock:
             if out.entry.status != FAILED:
                 out.results[lp.module] = res
-                out.seconds += time.perf_counter() - t0
+                out.seconds += t_read + time.perf_counter() - t0
 
     def _write(self, out: _Output) -> None:
         """Export one output of a finished pass (and its report), or record why it failed."""

@@ -307,3 +307,16 @@ def test_every_method_and_the_auto_rank_match_single_conversions(inputs, tmp_pat
     for lora in inputs["loras"][:2]:
         want = single(inputs, lora, inputs["slow"], tmp_path / "single.safetensors", *args)
         assert (out / f"{lora.stem}-slowtarget.safetensors").read_bytes() == want, lora.stem
+
+
+def test_one_layer_at_a_time_reads_ahead_and_matches(inputs, tmp_path):
+    """With one worker (the GPU's way) the next layer is read while this one is computed: the same bytes as
+    a single conversion with one worker."""
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli.main(["batch", "--base", str(inputs["base"]), "--target", str(inputs["fast"]), "--target",
+                     str(inputs["slow"]), "--lora", str(inputs["lib"]), "--output-dir", str(out), "--device", "cpu",
+                     "--workers", "1", "-q"]) == 0
+    for lora in inputs["loras"]:
+        want = single(inputs, lora, inputs["slow"], tmp_path / "single.safetensors", "--workers", "1")
+        assert (out / f"{lora.stem}-slowtarget.safetensors").read_bytes() == want
