@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import methods
 from .compute import Compute, release_freed_memory
-from .conversion import Conversion, side_by_side, slim
+from .conversion import Conversion, read_ahead, side_by_side, slim
 from .errors import Cancelled, CasaError
 from .settings import RunOptions, TransferSettings
 
@@ -620,7 +620,9 @@ class Batch:
         computing = tuple((o.entry.lora_index, o.entry.target_index) for o in outs)
         done_before = sum(e.status in (WRITTEN, SKIPPED, FAILED) for e in self.entries)
         total = len(self.entries)
-        layers = (self._one_at_a_time(work, compute, cancel) if compute.workers == 1 else
+        # one at a time (a GPU, one CPU worker) with the next layer read meanwhile, else side by side
+        layers = (read_ahead(work, self._read, lambda w, got, _t: self._layer(w, compute, got), cancel)
+                  if compute.workers == 1 else
                   side_by_side(work, lambda w: self._layer(w, compute), compute.workers, cancel))
         for j, _ in enumerate(layers):
             self._units_done += 1
@@ -705,21 +707,6 @@ class Batch:
             del pair
         del base_state, got
         release_freed_memory()
-
-    def _one_at_a_time(self, work: list, compute: Compute, cancel):
-        """One layer at a time (a GPU, or one CPU worker), the next one read while this one is computed."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
-            pending = pool.submit(self._read, work[0]) if work else None
-            for i, w in enumerate(work):
-                if cancel is not None and cancel.is_set():
-                    pending.cancel()
-                    raise Cancelled()
-                got = pending.result()
-                if i + 1 < len(work):
-                    pending = pool.submit(self._read, work[i + 1])
-                yield self._layer(w, compute, got)
 
     def _conclude(self, out: _Output, lp, pair, factors, t_read: float) -> None:
         """Conclude one output's layer on its pair (None for a method that does not read the models)."""

@@ -539,18 +539,24 @@ class _LayerJob:
 
 def _sequential(layers: list[LayerPlan], job: _LayerJob, cancel: threading.Event | None) -> Iterator[LayerResult]:
     """One layer at a time, the next one read while this one is computed."""
+    return read_ahead(layers, job.read, job, cancel)
+
+
+def read_ahead(items: list, read: Callable, compute: Callable, cancel: threading.Event | None) -> Iterator:
+    """``compute(item, read(item), seconds waited for the read)`` for one item at a time, the next item's
+    ``read`` running meanwhile in a thread of its own."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="casa-read") as pool:
-        pending = pool.submit(job.read, layers[0]) if layers else None
-        for i, lp in enumerate(layers):
+        pending = pool.submit(read, items[0]) if items else None
+        for i, item in enumerate(items):
             if cancel is not None and cancel.is_set():
                 pending.cancel()
                 raise Cancelled()
             t0 = time.perf_counter()
-            tensors = pending.result()
+            got = pending.result()
             t_read = time.perf_counter() - t0
-            if i + 1 < len(layers):
-                pending = pool.submit(job.read, layers[i + 1])
-            yield job(lp, tensors, t_read)
+            if i + 1 < len(items):
+                pending = pool.submit(read, items[i + 1])
+            yield compute(item, got, t_read)
 
 
 def side_by_side(items: list, job: Callable, workers: int, cancel: threading.Event | None) -> Iterator:
