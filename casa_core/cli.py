@@ -455,7 +455,7 @@ def _target_groups(items) -> list:
 def cmd_batch(args) -> int:
     from dataclasses import replace
 
-    from .batch import FAILED, PATTERN, SKIPPED, WRITTEN, Batch, BatchSpec, LoraSpec, expand_loras, read_manifest
+    from .batch import CHUNK, FAILED, PATTERN, SKIPPED, WRITTEN, Batch, BatchSpec, LoraSpec, expand_loras, read_manifest
     from .settings import RunOptions, TransferSettings, parse_rank
 
     man = read_manifest(args.manifest) if args.manifest else {"targets": [], "loras": [], "options": {}}
@@ -468,7 +468,8 @@ def cmd_batch(args) -> int:
     given = args.method is not None or any(getattr(args, n) is not None for n in methods.all_params())
     settings = _settings(args).validate() if given or man.get("settings") is None else man["settings"]
     opts = dict(man.get("options") or {})
-    for name, value in (("rank", parse_rank(args.rank, args.max_rank) if args.rank is not None else None),
+    rank = parse_rank(args.rank, args.max_rank) if args.rank is not None or args.max_rank is not None else None
+    for name, value in (("rank", rank),
                         ("out_format", args.out_format), ("out_dtype", args.out_dtype), ("layers", args.layers)):
         if value is not None:
             opts[name] = value
@@ -479,7 +480,7 @@ def cmd_batch(args) -> int:
     spec = BatchSpec(base, _target_groups(args.target_groups) + man["targets"], loras, out_dir,
                      settings or TransferSettings(), options, pattern=args.pattern or man.get("pattern") or PATTERN,
                      reports=not args.no_reports, force=args.force,
-                     chunk=args.chunk or man.get("chunk") or 8)
+                     chunk=args.chunk if args.chunk is not None else man.get("chunk") or CHUNK)
     batch = Batch(spec)
     entries = batch.prepare()
     progress = _BatchProgress(args.quiet)

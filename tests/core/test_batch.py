@@ -247,6 +247,10 @@ def test_batch_refuses_bad_settings_before_work(inputs, tmp_path):
             Batch(BatchSpec(**(base | change)))
     with pytest.raises(CasaError, match="does not exist"):
         Batch(BatchSpec(**(base | {"output_dir": str(tmp_path / "nope")}))).prepare()
+    common = ["batch", "--base", str(inputs["base"]), "--target", str(inputs["fast"]), "--lora",
+              str(inputs["loras"][0]), "--output-dir", str(tmp_path), "-q"]
+    assert cli.main([*common, "--chunk", "0"]) == 2
+    assert cli.main([*common, "--max-rank", "8"]) == 2          # a cap applies to the auto rank only
     twice = [LoraSpec(str(inputs["loras"][0])), LoraSpec(str(inputs["loras"][1]), "alpha")]
     spec = BatchSpec(**(base | {"loras": twice}))
     with pytest.raises(CasaError, match="would both be"):
