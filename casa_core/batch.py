@@ -38,6 +38,7 @@ from pathlib import Path
 from . import methods
 from .compute import Compute, release_freed_memory
 from .conversion import Conversion, read_ahead, side_by_side, slim
+from .distillation import DriftParts
 from .errors import Cancelled, CasaError
 from .settings import RunOptions, TransferSettings
 
@@ -375,13 +376,10 @@ def read_manifest(path) -> dict:
 
 
 def _open_target(base_src, spec: TargetSpec):
-    """The target's ModelSource: a checkpoint (a base with distillation LoRAs merged is not available yet)."""
-    from .sources import open_model
+    """The target's source: a checkpoint, or it (or the base) with distillation LoRAs stacked on it."""
+    from .sources import open_target
 
-    if spec.loras:
-        raise CasaError(f"target {spec.label}: distillation-LoRA targets are not available in this version",
-                        "give the target as a checkpoint", setting="target_lora")
-    return open_model(spec.path, "target")
+    return open_target(spec.path, list(spec.loras), base=base_src)
 
 
 # ---- one output ---------------------------------------------------------------------------
@@ -652,7 +650,9 @@ class Batch:
             target = o.conv.plan.target
             if u and id(target) not in got["W_t"]:
                 try:
-                    got["W_t"][id(target)] = target.read(wkey)
+                    # a target of distillation LoRAs gives the parts of its drift (DriftParts)
+                    got["W_t"][id(target)] = (target.read_drift(wkey) if hasattr(target, "read_drift")
+                                              else target.read(wkey))
                 except Exception as exc:     # a target that cannot be read fails its outputs, not the batch
                     got["W_t"][id(target)] = exc
             t0 = time.perf_counter()
@@ -692,8 +692,12 @@ class Batch:
                 try:
                     if isinstance(W_t, Exception):
                         raise W_t
-                    pair = pair_state(base_state, W_t.to(device=compute.device, dtype=compute.dtype, copy=True),
-                                      consume=True)
+                    if isinstance(W_t, DriftParts):
+                        W_s = base_state.Ws.T if base_state.transposed else base_state.Ws
+                        pair = pair_state(base_state, None, drift=W_t.drift(W_s, compute.dtype, compute.device))
+                    else:
+                        pair = pair_state(base_state, W_t.to(device=compute.device, dtype=compute.dtype, copy=True),
+                                          consume=True)
                     self._count("pairs")
                 except Exception as exc:     # a target that cannot be read fails its outputs, not the batch
                     for o, _, u in group:

@@ -292,11 +292,22 @@ def test_manifest_mistakes_are_one_line_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "(--manifest)" in err
 
 
-def test_distillation_lora_targets_are_refused_plainly_until_available(inputs, tmp_path, capsys):
-    rc = cli.main(["batch", "--base", str(inputs["base"]), "--target-lora", str(inputs["loras"][0]) + ":0.5",
-                   "--name", "distilled", "--lora", str(inputs["loras"][1]), "--output-dir", str(tmp_path), "-q"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "distillation-LoRA targets" in err and "(--target-lora)" in err
+def test_distillation_lora_targets_match_single_conversions(inputs, tmp_path):
+    """A target of the base with a distillation LoRA (and one of a checkpoint with one stacked on it): each
+    output is what `casa convert --target-lora` writes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    distill = str(inputs["loras"][2]) + ":0.5"
+    assert cli.main(["batch", "--base", str(inputs["base"]), "--target-lora", distill, "--name", "distilled",
+                     "--target", str(inputs["fast"]), "--target-lora", distill, "--name", "fastplus",
+                     "--lora", str(inputs["loras"][0]), "--output-dir", str(out), "--device", "cpu", "-q"]) == 0
+    lora = inputs["loras"][0]
+    for name, target in (("distilled", []), ("fastplus", ["--target", str(inputs["fast"])])):
+        want = tmp_path / f"{name}.safetensors"
+        assert cli.main(["convert", "--base", str(inputs["base"]), *target, "--target-lora", distill, "--lora",
+                         str(lora), "--device", "cpu", "-q", "--output", str(want)]) == 0
+        assert (out / f"alpha-{name}.safetensors").read_bytes() == want.read_bytes(), name
+
 
 
 @pytest.mark.parametrize("method", methods.names())
