@@ -42,6 +42,7 @@ from casa_core.api import (
     OutputEntry,
     TargetSpec,
     expand_loras,
+    parse_weighted,
 )
 
 from . import session as jobs
@@ -86,14 +87,18 @@ class _DropList(_TakesPaths, QListWidget):
 
 
 class _TargetTable(_TakesPaths, QTableWidget):
-    """The targets, a name (editable) and a path each; model files or folders dropped on it are added."""
+    """The targets: a name (editable), a model (a checkpoint, or empty for the base) and the distillation
+    LoRAs stacked on it (editable, ``PATH[:STRENGTH]; ...``); model files or folders dropped on it are added."""
 
     dropped = Signal(list)
 
     def __init__(self, parent=None):
-        super().__init__(0, 2, parent)
-        self.setHorizontalHeaderLabels(["Name", "Model"])
+        super().__init__(0, 3, parent)
+        self.setHorizontalHeaderLabels(["Name", "Model", "Distillation LoRAs"])
+        self.horizontalHeaderItem(2).setToolTip("LoRAs stacked on the model (on the base when the model is empty): "
+                                                "PATH[:STRENGTH], several separated by ';'")
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.setAcceptDrops(True)
         self.viewport().setAcceptDrops(True)
 
@@ -149,6 +154,8 @@ class BatchWindow(QWidget):
         target_box = box("Targets (drop model files or folders here)", self.targets,
                          ("Add model file…", self._pick_target),
                          ("Add model folder…", self._pick_target_folder, "a diffusers folder"),
+                         ("Add distillation LoRA…", self._pick_target_loras,
+                          "a target given as the base plus distillation LoRAs (lightx2v, CausVid, ...)"),
                          ("Remove", self._remove_target))
         inputs = QHBoxLayout()
         inputs.addWidget(lora_box, 1)
@@ -217,19 +224,34 @@ class BatchWindow(QWidget):
     def add_targets(self, paths: list[str]) -> None:
         have = {self.targets.item(r, 1).text() for r in range(self.targets.rowCount())}
         for p in paths:
-            if p in have:
-                continue
-            r = self.targets.rowCount()
-            self.targets.insertRow(r)
-            self.targets.setItem(r, 0, QTableWidgetItem(TargetSpec(None, p).label))
-            path = QTableWidgetItem(p)
-            path.setFlags(path.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            self.targets.setItem(r, 1, path)
-            have.add(p)
+            if p not in have:
+                self._add_target_row(p, "")
+                have.add(p)
+
+    def add_target_loras(self, paths: list[str]) -> None:
+        """One target: the base with these distillation LoRAs stacked on it (strength 1, editable)."""
+        if paths:
+            self._add_target_row("", "; ".join(paths))
+
+    def _add_target_row(self, model: str, loras: str) -> None:
+        r = self.targets.rowCount()
+        self.targets.insertRow(r)
+        self.targets.setItem(r, 0, QTableWidgetItem(TargetSpec(None, model or None, tuple(
+            (p, 1.0) for p in _split(loras))).label))
+        path = QTableWidgetItem(model)
+        path.setFlags(path.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        path.setToolTip(model or "the base model")
+        self.targets.setItem(r, 1, path)
+        self.targets.setItem(r, 2, QTableWidgetItem(loras))
 
     def target_specs(self) -> list[TargetSpec]:
-        return [TargetSpec(self.targets.item(r, 0).text().strip() or None, self.targets.item(r, 1).text())
-                for r in range(self.targets.rowCount())]
+        """The table's targets (CasaError on a strength that is not a number)."""
+        specs = []
+        for r in range(self.targets.rowCount()):
+            loras = tuple((w.spec, w.strength) for w in map(parse_weighted, _split(self.targets.item(r, 2).text())))
+            specs.append(TargetSpec(self.targets.item(r, 0).text().strip() or None,
+                                    self.targets.item(r, 1).text().strip() or None, loras))
+        return specs
 
     def _start_dir(self) -> str:
         return str(Path(self.base.text()).parent) if self.base.text() else ""
@@ -257,6 +279,11 @@ class BatchWindow(QWidget):
     def _pick_target_folder(self) -> None:
         if path := self._pick("Target model folder", folder=True):
             self.add_targets([path])
+
+    def _pick_target_loras(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Distillation LoRAs (stacked on the base)", self._start_dir(),
+                                                "LoRA (*.safetensors)")
+        self.add_target_loras(files)
 
     def _pick_base(self) -> None:
         if path := self._pick("Base model"):
@@ -404,13 +431,11 @@ class BatchWindow(QWidget):
             self.note.setText("Select one output to inspect.")
             return False
         target = spec.targets[e.target_index]
-        if target.path is None:
-            self.note.setText("A distillation-LoRA target cannot be opened in the main window.")
-            return False
         ctl = self.win.controller
         self._converting = True
         ctl.inspected.connect(self._convert_inspected)
-        self.win.sources.set_values(spec.base, target.path, spec.loras[e.lora_index].path)
+        self.win.sources.set_values(spec.base, target.path or "", spec.loras[e.lora_index].path,
+                                    target_loras=[f"{p}:{s:g}" for p, s in target.loras])
         self.win.raise_()
         self.win.activateWindow()
         return True
@@ -426,3 +451,8 @@ class BatchWindow(QWidget):
         if self.runner.busy:
             self.runner.stop()
         super().closeEvent(event)
+
+
+def _split(text: str) -> list[str]:
+    """The entries of a ``;``-separated list of distillation LoRAs."""
+    return [part.strip() for part in (text or "").split(";") if part.strip()]

@@ -108,3 +108,61 @@ def test_dropping_files_adds_loras_and_targets(window, qtbot, tmp_path):
         widget.dropEvent(ev)
     assert bw.lora_paths() == [str(lib / "one.safetensors"), str(lib / "two.safetensors")]
     assert [(t.label, t.path) for t in bw.target_specs()][-1] == ("fast", str(fast))
+
+
+def test_a_target_of_distillation_loras_runs_and_opens_in_the_main_window(window, qtbot, tmp_path):
+    """A target given as the base plus a distillation LoRA: the output is what a single conversion onto
+    that stack writes, and inspecting it opens the same stack in the main window."""
+    from safetensors.torch import load_file
+
+    from casa_core.api import Conversion
+    from tests.conftest import GOLDEN_DIR
+
+    case = GOLDEN_DIR / "target-lora-distill-comfy"
+    window.state.device = "cpu"
+    bw = window.open_batch()
+    bw.base.setText(str(case / "base.safetensors"))
+    bw.add_target_loras([str(case / "distill.safetensors")])
+    bw.targets.item(0, 2).setText(f"{case / 'distill.safetensors'}:0.8")
+    bw.add_loras([str(case / "lora.safetensors")])
+    bw.output_dir.setText(str(tmp_path))
+    [target] = bw.target_specs()
+    assert target.path is None and target.loras == ((str(case / "distill.safetensors"), 0.8),)
+    with qtbot.waitSignal(bw.finished, timeout=60_000) as blocker:
+        assert bw.start()
+    assert blocker.args == ["succeeded"], bw.note.text()
+    qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
+    written = load_file(str(tmp_path / "lora-distill.safetensors"))
+
+    single = tmp_path / "single.safetensors"
+    conv = Conversion.open(str(case / "base.safetensors"), None, str(case / "lora.safetensors"),
+                           target_loras=[(str(case / "distill.safetensors"), 0.8)])
+    conv.convert(str(single), window.state.settings, window.state.run_options())
+    expected = load_file(str(single))
+    assert written.keys() == expected.keys()
+    assert all(torch_equal(written[k], expected[k]) for k in expected)
+
+    bw.table.selectRow(0)
+    with qtbot.waitSignal(window.controller.run_finished, timeout=60_000) as blocker:
+        assert bw.inspect_selected()
+    assert blocker.args == ["succeeded"], window.messages.text()
+    assert window.sources.values()[1] == ""
+    assert window.sources.stack.entries() == [f"{case / 'distill.safetensors'}:0.8"]
+    qtbot.waitUntil(lambda: not window.controller.runner.busy, timeout=5_000)
+
+
+def test_a_strength_that_is_not_a_number_is_refused_before_work(window, tmp_path):
+    bw = window.open_batch()
+    bw.base.setText(str(tmp_path / "base.safetensors"))
+    bw.output_dir.setText(str(tmp_path))
+    bw.add_target_loras([str(tmp_path / "distill.safetensors")])
+    bw.targets.item(0, 2).setText(f"{tmp_path / 'distill.safetensors'}:nan")
+    assert not bw.start()
+    assert "not a finite number" in bw.note.text()
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and torch.equal(a, b)
