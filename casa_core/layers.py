@@ -239,13 +239,17 @@ class LoraState:
     sigma_merged: torch.Tensor | None = None
 
 
-def analyse_lora(pair: PairState, B, A, scale: float, *, spectra: bool = False) -> LoraState:
-    """Step 2 of the rule: the LoRA's routing C_lora in the base's basis (scale folded in)."""
+def lora_factors(pair: PairState, B, A, scale: float):
+    """The LoRA's factors (s * B, A) in the pair's dtype, device and (tall) orientation."""
     dtype, device = pair.sigma.dtype, pair.sigma.device
     Bm = B.reshape(B.shape[0], -1).to(device=device, dtype=dtype) * scale
     Am = A.reshape(A.shape[0], -1).to(device=device, dtype=dtype)
-    if pair.transposed:
-        Bm, Am = Am.T, Bm.T
+    return (Am.T, Bm.T) if pair.transposed else (Bm, Am)
+
+
+def analyse_lora(pair: PairState, B, A, scale: float, *, spectra: bool = False) -> LoraState:
+    """Step 2 of the rule: the LoRA's routing C_lora in the base's basis (scale folded in)."""
+    Bm, Am = lora_factors(pair, B, A, scale)
     UtB = pair.left_t(Bm)
     C_lora = UtB @ (Am @ pair.V)
     merged = torch.linalg.svdvals(pair.Ws + Bm @ Am) if spectra else None

@@ -63,15 +63,13 @@ class ProjectionMethod:
         import torch
 
         from ..compute import sync
+        from ..layers import lora_factors
         from ..spectral import head_size
 
         t0 = time.perf_counter()
         energy = (params or ProjectionParams()).energy
-        dtype, device = pair.sigma.dtype, pair.sigma.device
-        up = layer.B.reshape(layer.B.shape[0], -1).to(device=device, dtype=dtype) * layer.scale
-        down = layer.A.reshape(layer.A.shape[0], -1).to(device=device, dtype=dtype)
-        if pair.transposed:
-            up, down = down.T, up.T
+        device = pair.sigma.device
+        up, down = lora_factors(pair, layer.B, layer.A, layer.scale)
         target = pair.target_basis()
         ks = head_size(pair.sigma, pair.square, energy)
         kt = head_size(target.sigma, pair.square, energy)

@@ -34,12 +34,10 @@ class RestoreMethod:
     uses_models = True
 
     def analyse(self, layer: LayerInput, pair, params, *, spectra: bool = False) -> RestoreAnalysis:
-        dtype, device = pair.sigma.dtype, pair.sigma.device
+        from ..layers import lora_factors
+
         t0 = time.perf_counter()
-        up = layer.B.reshape(layer.B.shape[0], -1).to(device=device, dtype=dtype) * layer.scale
-        down = layer.A.reshape(layer.A.shape[0], -1).to(device=device, dtype=dtype)
-        if pair.transposed:
-            up, down = down.T, up.T
+        up, down = lora_factors(pair, layer.B, layer.A, layer.scale)
         return RestoreAnalysis(pair, up, down, layer.rank, layer.scale, pair.seconds + time.perf_counter() - t0)
 
     def conclude(self, analysis: RestoreAnalysis, settings, rank, view_size: int | None = None):
