@@ -68,9 +68,25 @@ def arbitrate(C_lora: torch.Tensor, C_fft: torch.Tensor, sigma: torch.Tensor, k:
         capped = torch.zeros_like(cand)
 
     # step 9: arbitration
-    larger = torch.where(C_lora.abs() > C_fft.abs(), C_lora, C_fft)
-    C_casa = torch.where(capped, larger - C_fft, torch.where(dom, C_lora, C_lora - C_fft))
+    larger = select(C_lora.abs() > C_fft.abs(), C_lora, C_fft)
+    C_casa = select(capped, larger - C_fft, select(dom, C_lora, C_lora - C_fft))
     return Arbitration(k, n_c, labels, rowdom, coldom, capped, int(cand.sum()), t, risk, C_casa)
+
+
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask, a, b)`` for tensors of one shape and float dtype, bit for bit, by masking
+    their bits: torch's CPU kernel branches per element, 8 ms on a 1536 x 1536 grid with a mask
+    like the rule's against 1.4 ms for this."""
+    bits = _BITS[a.element_size()]
+    m = mask.to(bits).neg_()                    # all ones where mask, zeros elsewhere
+    ai, bi = a.view(bits), b.view(bits)
+    out = ai ^ bi
+    out &= m
+    out ^= bi
+    return out.view(a.dtype)
 
 
 def clusters(Cl_top: torch.Tensor, sigma_top: torch.Tensor, s, ablation: Ablation = RULE):

@@ -44,6 +44,16 @@ def sq_norm(a: torch.Tensor) -> float:
     return float(sum(float(a[i:i + rows].square().sum()) for i in range(0, a.shape[0], rows)))
 
 
+def column_sq_norms(a: torch.Tensor) -> torch.Tensor:
+    """The squared norm of each column of ``a``, accumulated in float64 a block of rows at a time
+    (a float32 sum down a column of a long matrix drifts like its length; no float64 copy of ``a``)."""
+    rows = max(1, (1 << 22) // max(a.shape[-1], 1))
+    out = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
+    for i in range(0, a.shape[0], rows):
+        out += a[i:i + rows].double().square().sum(0)
+    return out
+
+
 class LowRank:
     """A matrix held as ``P @ Q`` (m x r, r x n, r small): products with it never form it.
 
@@ -88,6 +98,15 @@ class LowRank:
 
     def dense(self) -> torch.Tensor:
         return self.P @ self.Q
+
+    def columns(self, mask: torch.Tensor) -> LowRank:
+        """The columns ``mask`` selects, still as a product."""
+        return LowRank(self.P, self.Q[:, mask])
+
+    def column_sq_norms(self) -> torch.Tensor:
+        """The squared norm of each column (float64), from r x r and r x n products."""
+        P, Q = self.P.double(), self.Q.double()
+        return ((P.T @ P) @ Q * Q).sum(0)
 
     def sq_norm(self) -> float:
         """||P Q||_F^2 = <P^T P, Q Q^T>, from r x r matrices."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .compute import sync
-from .factorization import LowRank, dense, sq_norm
+from .factorization import LowRank, column_sq_norms, dense, sq_norm
 from .spectral import thin_svd
 
 
@@ -42,6 +42,7 @@ class PairState:
     _c_fft: torch.Tensor | None = field(default=None, repr=False)
     _target: Basis | None = field(default=None, repr=False)
     _rows: dict = field(default_factory=dict, repr=False)     # k -> c_fft_rows(k), for the next LoRA
+    _dv: tuple | None = field(default=None, repr=False)       # (D_fft V, its squared column norms)
 
     @property
     def square(self) -> bool:
@@ -78,6 +79,20 @@ class PairState:
         if rows is None:
             rows = self._rows[k] = (self.U[:, :k].T @ self.D_fft) @ self.V
         return rows
+
+    def drift_in_v(self) -> tuple[torch.Tensor | LowRank, torch.Tensor]:
+        """(D_fft V, the squared norm of each of its columns in float64) of a rectangular layer, computed
+        the first time a method asks and kept: CASA's update on the dominant columns reads them for every
+        LoRA on the pair (one m x n x n product here instead of one per LoRA). One more m x n matrix
+        lives with the pair (a ``LowRank`` where the drift is one)."""
+        if self._dv is None:
+            if isinstance(self.D_fft, LowRank):
+                G = LowRank(self.D_fft.P, self.D_fft.Q @ self.V)
+                self._dv = G, G.column_sq_norms()
+            else:
+                G = self.D_fft @ self.V
+                self._dv = G, column_sq_norms(G)
+        return self._dv
 
     def tail_routing(self, k: int, cols: torch.Tensor) -> torch.Tensor:
         """C_fft[k:, cols] of a square layer."""

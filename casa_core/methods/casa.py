@@ -160,15 +160,14 @@ class CasaMethod:
 
 def _effect(pair: PairState, lora: LoraState, arb, drift_removed: float) -> LayerEffect:
     """The shares of ||C_lora||^2 the rule restored, capped and reused, and the drift it undid."""
-    import torch
 
     from ..layers import LayerEffect
 
     e = lora.C_lora.square()
     total = float(e.sum())
     dom = arb.rowdom[:, None] | arb.coldom[None, :]
-    restored = float(torch.where(dom, 0, e).sum())
-    capped = float(torch.where(arb.capped, e, 0).sum())
+    restored = float((e * ~dom).sum())         # (e >= 0: the same sums as torch.where, without its branches)
+    capped = float((e * arb.capped).sum())
     undone = drift_removed / pair.dfft_sq if pair.dfft_sq > 0 else None
     if total <= 0:
         return LayerEffect(None, None, None, undone)
@@ -183,13 +182,11 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
     U delta V^T lives on the dominant strips (delta is zero outside the dominant rows and
     columns). For strictly tall layers the complement of W_s's column space keeps the
     LoRA's routing in dominant columns: + (I - U U^T) D_fft P_c with P_c = V_c V_c^T, which
-    folds into U (delta V^T - X P_c) + D_fft P_c. Nothing m x n is formed beyond what the
-    state holds; ||D||_F^2 comes from the same pieces (U and V orthonormal), so the
-    randomized factorization needs no dense D either.
+    folds into U (delta V^T - X P_c) - D_fft (I - P_c), the last term (D_fft V_n) V_n^T from the
+    pair's D_fft V. Nothing m x n is formed beyond what the state holds; ||D||_F^2 comes from
+    the same pieces (U and V orthonormal), so the randomized factorization needs no dense D either.
     """
-    import torch
-
-    from ..factorization import Operator, sq_norm
+    from ..factorization import LowRank, Operator, sq_norm
 
     U, V, D_fft = pair.U, pair.V, pair.D_fft
     terms, restored_sq, BtD = restore_terms(pair, lora.up, lora.down)
@@ -199,25 +196,23 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
     terms = terms[:1]       # the LoRA's own term; where -D_fft goes depends on the layer's shape (below)
     n_rows, n_cols = int(rowdom.sum()), int(coldom.sum())
     if pair.X is not None and n_cols:
+        # with G = D_fft V (once per pair) and V square, D_fft (I - P_c) = G_n V_n^T over the other
+        # columns, and X_c V_c^T = C_fft[:, c] V_c^T: U (delta V^T - X_c V_c^T) = U E V^T
+        G, g2 = pair.drift_in_v()
         Vc = V[:, coldom]
-        Xc = pair.X @ Vc
-        # M = delta V^T - X_c V_c^T, kept as [delta, -X_c] [V, V_c]^T: never formed (n x n x n)
-        M = (torch.cat([delta, -Xc], 1), torch.cat([V, Vc], 1).T)
-        if n_cols <= V.shape[1] - n_cols:   # D_fft (I - P_c) = D_fft - (D_fft V_c) V_c^T
-            Gc = D_fft @ Vc
-            terms += [(-D_fft,), (Gc, Vc.T)]
-            dvc2 = sq_norm(Gc)
-        else:                               # ... = (D_fft V_n) V_n^T over the other columns
-            Vn = V[:, ~coldom]
-            F = D_fft @ Vn
-            terms.append((-F, Vn.T))
-            dvc2 = pair.dfft_sq - sq_norm(F)
+        Cc = C_fft[:, coldom]                                    # X V_c
+        E = delta.clone()
+        E[:, coldom] -= Cc
+        if n_cols < V.shape[1]:
+            rest = ~coldom
+            Gn = G.columns(rest) if isinstance(G, LowRank) else G[:, rest]
+            terms.append((-Gn, V[:, rest].T))
         # R_c = (I - U U^T) D_fft P_c: ||R_c||^2 = <D_fft, R_c> = ||D_fft V_c||^2 - ||X V_c||^2
-        rc2 = dvc2 - sq_norm(Xc)
-        BtR = (BtD - lora.UtB.T @ pair.X) @ Vc                   # B^T R_c V_c
+        rc2 = float(g2[coldom].sum()) - sq_norm(Cc)
+        BtR = BtD @ Vc - lora.UtB.T @ Cc                         # B^T R_c V_c
         total += 2 * _dot(BtR, lora.down @ Vc) - rc2
         removed -= rc2
-        terms.append(pair.left(*M))
+        terms.append(pair.left(E, V.T))
     else:
         terms.append((-D_fft,))
         if U is not None and n_rows + n_cols < V.shape[1]:

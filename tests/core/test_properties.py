@@ -58,6 +58,7 @@ def test_independent_of_svd_signs(shape):
     st.lora.UtB = s[:, None] * st.lora.UtB
     if pair.X is not None:
         pair.X = s[:, None] * pair.X
+    pair._dv = None         # D_fft V, kept from the first update: computed again in the flipped basis
     D2 = _dense(st)
     assert torch.allclose(D1, D2, atol=1e-12 * D1.abs().max())
 
@@ -181,19 +182,29 @@ def test_fast_basis_matches_svd(cond):
     assert torch.allclose(sig.double(), s, atol=1e-5 * float(s[0]))
 
 
-@pytest.mark.parametrize("shape,q_dom", [((300, 300), 0.5), ((700, 300), 0.9), ((700, 300), 0.1), ((300, 700), 0.5)],
-                         ids=["square-strips", "tall-few-dominant", "tall-most-dominant", "wide"])
-def test_update_operator_is_the_dense_update(shape, q_dom):
+@pytest.mark.parametrize("shape,tau,q_dom,low_rank", [((300, 300), 0.5, 0.5, False), ((700, 300), 2.0, 0.9, False),
+                                                      ((700, 300), 2.0, 0.1, False), ((300, 700), 2.0, 0.5, False),
+                                                      ((700, 300), 2.0, 0.5, True), ((700, 300), 0.5, 0.5, False)],
+                         ids=["square-strips", "tall-few-dominant", "tall-most-dominant", "wide", "tall-low-rank-drift",
+                              "tall-all-dominant"])
+def test_update_operator_is_the_dense_update(shape, tau, q_dom, low_rank):
     """The factorization sees D_casa only through products and ||D||_F^2 computed from its
-    pieces; both must be those of the dense update (each branch of the operator)."""
+    pieces; both must be those of the dense update (each branch of the operator, and a drift
+    held as a product, a target given as distillation LoRAs)."""
+    from casa_core.factorization import LowRank, dense
     from casa_core.methods.casa import update_operator
 
     Ws, Wt, B, A = _layer(11, *shape, r=8)
-    a = analyze("x", Ws.float(), Wt.float(), B.float(), A.float(), 0.5)
+    drift = None
+    if low_rank:
+        g = torch.Generator().manual_seed(12)
+        drift = LowRank(torch.randn(shape[0], 6, generator=g) * 0.05, torch.randn(6, shape[1], generator=g) * 0.05)
+    a = analyze("x", Ws.float(), Wt.float(), B.float(), A.float(), 0.5, drift=drift)
     st, lo = a.pair, a.lora
+    assert isinstance(st.D_fft, LowRank) == low_rank
     assert (st.U is None) == (max(shape) > min(shape))   # tall layers never form U
     arb = arbitrate(lo.C_lora, a.C_fft, st.sigma, head_size(st.sigma, st.square, 0.9),
-                    TransferSettings.of(q_dom=q_dom).params)
+                    TransferSettings.of(tau=tau, q_dom=q_dom).params)
     op = update_operator(st, lo, a.C_fft, arb.C_casa - (lo.C_lora - a.C_fft), arb.rowdom, arb.coldom)
     if st.square:   # the dominant rows and the dominant columns, each its own term
         assert len(op.terms) == 4
@@ -201,11 +212,13 @@ def test_update_operator_is_the_dense_update(shape, q_dom):
     # the same update, straight from the rule: U C_casa V^T (+ the complement term when tall)
     U = st.U if st.U is not None else st.Ws @ st.Vsi
     ref = U.double() @ arb.C_casa.double() @ st.V.double().T
+    D_fft = dense(st.D_fft).double()
     if st.X is not None:
+        assert (0 < int(arb.coldom.sum()) < st.V.shape[1]) == (tau > 1)    # some columns dominant, or all
         Vc = st.V[:, arb.coldom].double()
-        Dc = st.D_fft.double() @ Vc @ Vc.T
+        Dc = D_fft @ Vc @ Vc.T
         ref += Dc - U.double() @ (U.double().T @ Dc)
-    ref += (lo.up.double() @ lo.down.double() - st.D_fft.double()
+    ref += (lo.up.double() @ lo.down.double() - D_fft
             - U.double() @ (lo.C_lora - a.C_fft).double() @ st.V.double().T)
     assert float((D - ref).norm() / ref.norm()) < 1e-5
     assert op.sq_norm() == pytest.approx(float((D ** 2).sum()), rel=1e-5)
@@ -246,6 +259,21 @@ def test_squared_norm_is_accurate_in_float32():
     exact = float((a.double() ** 2).sum())
     assert abs(sq_norm(a) - exact) <= 1e-6 * exact
     assert abs(sq_norm(a.T) - exact) <= 1e-6 * exact
+
+
+def test_column_norms_of_a_drift():
+    """The squared column norms a rectangular layer's update reads from D_fft V: float64-close from a
+    float32 matrix, and from the factors of one held as a product."""
+    from casa_core.factorization import LowRank, column_sq_norms
+
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(9000, 40, generator=g) * 1e-3 + 2e-3
+    exact = (a.double() ** 2).sum(0)
+    assert torch.allclose(column_sq_norms(a), exact, rtol=1e-12)
+    P, Q = torch.randn(50, 3, generator=g, dtype=torch.float64), torch.randn(3, 20, generator=g, dtype=torch.float64)
+    L, mask = LowRank(P, Q), torch.arange(20) % 3 == 0
+    assert torch.allclose(L.column_sq_norms(), ((P @ Q) ** 2).sum(0))
+    assert torch.allclose(L.columns(mask).dense(), (P @ Q)[:, mask])
 
 
 @pytest.mark.parametrize("settings", [TransferSettings(), TransferSettings.of(tau=0.2, q_dom=0.3, q_act=0.6)],
