@@ -337,3 +337,18 @@ def test_basis_without_the_split_eigensolver(monkeypatch):
     assert solver2 == "numpy.linalg.eigh (float64)"
     assert torch.allclose(s1, s2, rtol=1e-6) and torch.allclose(V1, V2, atol=1e-5)
     assert torch.allclose(U1, U2, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_select_is_torch_where_bit_for_bit(dtype):
+    """The arbitration's branch-free selection gives torch.where's values, signed zeros and infinities too."""
+    from casa_core.arbitration import select
+
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(200, 300, generator=g, dtype=dtype), torch.randn(200, 300, generator=g, dtype=dtype)
+    a[0, :4] = torch.tensor([-0.0, 0.0, float("inf"), -float("inf")], dtype=dtype)
+    b[0, :4] = torch.tensor([0.0, -0.0, -1.0, 2.0], dtype=dtype)
+    mask = torch.rand(200, 300, generator=g) < 0.4
+    mask[0, :2] = torch.tensor([True, False])
+    got, want = select(mask, a, b), torch.where(mask, a, b)
+    assert got.dtype == dtype and torch.equal(got.view(torch.uint8), want.view(torch.uint8))
