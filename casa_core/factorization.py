@@ -36,17 +36,22 @@ def _split(U, S, V, total_sq, S_known=None) -> Factors:
                    float(total_sq))
 
 
-def sq_norm(a: torch.Tensor) -> float:
+def sq_norm(a: torch.Tensor | LowRank) -> float:
     """||a||_F^2 to the rounding of a's dtype (torch's sums run in cascades: ~1e-7 relative in
     float32, where ``vector_norm`` was measured 2.5e-3 off on an FFN weight), a block of rows
-    at a time so that no copy of a large matrix is made."""
+    at a time so that no copy of a large matrix is made; a ``LowRank`` from its factors."""
+    if isinstance(a, LowRank):
+        return a.sq_norm()
     rows = max(1, (1 << 22) // max(a.shape[-1], 1))
     return float(sum(float(a[i:i + rows].square().sum()) for i in range(0, a.shape[0], rows)))
 
 
-def column_sq_norms(a: torch.Tensor) -> torch.Tensor:
+def column_sq_norms(a: torch.Tensor | LowRank) -> torch.Tensor:
     """The squared norm of each column of ``a``, accumulated in float64 a block of rows at a time
-    (a float32 sum down a column of a long matrix drifts like its length; no float64 copy of ``a``)."""
+    (a float32 sum down a column of a long matrix drifts like its length; no float64 copy of ``a``);
+    a ``LowRank`` from its factors."""
+    if isinstance(a, LowRank):
+        return a.column_sq_norms()
     rows = max(1, (1 << 22) // max(a.shape[-1], 1))
     out = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
     for i in range(0, a.shape[0], rows):
@@ -99,9 +104,10 @@ class LowRank:
     def dense(self) -> torch.Tensor:
         return self.P @ self.Q
 
-    def columns(self, mask: torch.Tensor) -> LowRank:
-        """The columns ``mask`` selects, still as a product."""
-        return LowRank(self.P, self.Q[:, mask])
+    def __getitem__(self, index) -> LowRank:
+        """``M[rows, cols]``, still as a product (``M[:, mask]``: the columns a mask selects)."""
+        rows, cols = index
+        return LowRank(self.P[rows], self.Q[:, cols])
 
     def column_sq_norms(self) -> torch.Tensor:
         """The squared norm of each column (float64), from r x r and r x n products."""

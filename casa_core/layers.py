@@ -31,7 +31,6 @@ class PairState:
     sigma: torch.Tensor
     V: torch.Tensor
     D_fft: torch.Tensor | LowRank     # W_t - W_s (low-rank where it is distillation LoRAs' alone)
-    X: torch.Tensor | None            # U^T D_fft (p x n), kept for strictly tall layers
     Ws: torch.Tensor | None           # the base weight when U is None, or when spectra were asked for
     Vsi: torch.Tensor | None          # V / sigma when U is None: U = Ws @ Vsi
     dfft_sq: float                    # ||D_fft||_F^2
@@ -64,8 +63,7 @@ class PairState:
     def c_fft(self) -> torch.Tensor:
         """The drift's routing C_fft = U^T D_fft V in full (computed once)."""
         if self._c_fft is None:
-            X = self.X if self.X is not None else self.left_t(self.D_fft)
-            self._c_fft = X @ self.V
+            self._c_fft = self.left_t(self.D_fft) @ self.V
         return self._c_fft
 
     def c_fft_rows(self, k: int) -> torch.Tensor:
@@ -86,12 +84,9 @@ class PairState:
         LoRA on the pair (one m x n x n product here instead of one per LoRA). One more m x n matrix
         lives with the pair (a ``LowRank`` where the drift is one)."""
         if self._dv is None:
-            if isinstance(self.D_fft, LowRank):
-                G = LowRank(self.D_fft.P, self.D_fft.Q @ self.V)
-                self._dv = G, G.column_sq_norms()
-            else:
-                G = self.D_fft @ self.V
-                self._dv = G, column_sq_norms(G)
+            D = self.D_fft
+            G = LowRank(D.P, D.Q @ self.V) if isinstance(D, LowRank) else D @ self.V
+            self._dv = G, column_sq_norms(G)
         return self._dv
 
     def tail_routing(self, k: int, cols: torch.Tensor) -> torch.Tensor:
@@ -211,12 +206,10 @@ def pair_state(base: BaseState, W_t, *, spectra: bool = False, consume: bool = F
         D_fft = Wt.sub_(Ws)
         del Wt
     tall = Ws.shape[0] > Ws.shape[1]
-    dfft_sq = D_fft.sq_norm() if isinstance(D_fft, LowRank) else sq_norm(D_fft)
-    state = PairState(base.name, base.shape, base.transposed, base.exact, base.U, base.sigma, base.V, D_fft, None,
+    dfft_sq = sq_norm(D_fft)
+    state = PairState(base.name, base.shape, base.transposed, base.exact, base.U, base.sigma, base.V, D_fft,
                       Ws if base.U is None or spectra else None, base.Vsi, dfft_sq,
                       dfft_sq ** 0.5 / base.ws_norm if base.ws_norm > 0 else 0.0, base.solver, 0.0)
-    if tall:
-        state.X = state.left_t(D_fft)
     if tall or full_routing:
         state.c_fft()
     if spectra:
@@ -233,7 +226,7 @@ def analyse_pair(name: str, W_s, W_t, *, dtype=torch.float32, device="cpu", exac
 
     ``consume``: W_t is the caller's private copy, already in ``dtype`` on ``device``; it is
     overwritten (it becomes D_fft) instead of copied. ``full_routing``: compute C_fft in
-    full now (rectangular layers always do: their X = U^T D_fft is needed anyway); square
+    full now (rectangular layers always do: their update reads it whole); square
     layers otherwise compute the parts a method asks for. ``drift``: D_fft itself, in
     ``dtype`` on ``device`` (a tensor the state may keep, or a ``factorization.LowRank``), in
     place of W_t (a target given as the base plus distillation LoRAs). ``cache``: see ``analyse_base``.

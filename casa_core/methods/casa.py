@@ -186,7 +186,7 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
     pair's D_fft V. Nothing m x n is formed beyond what the state holds; ||D||_F^2 comes from
     the same pieces (U and V orthonormal), so the randomized factorization needs no dense D either.
     """
-    from ..factorization import LowRank, Operator, sq_norm
+    from ..factorization import Operator, sq_norm
 
     U, V, D_fft = pair.U, pair.V, pair.D_fft
     terms, restored_sq, BtD = restore_terms(pair, lora.up, lora.down)
@@ -195,7 +195,7 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
     removed = pair.dfft_sq - _dot(delta, C_fft)
     terms = terms[:1]       # the LoRA's own term; where -D_fft goes depends on the layer's shape (below)
     n_rows, n_cols = int(rowdom.sum()), int(coldom.sum())
-    if pair.X is not None and n_cols:
+    if pair.tall and n_cols:
         # with G = D_fft V (once per pair) and V square, D_fft (I - P_c) = G_n V_n^T over the other
         # columns, and X_c V_c^T = C_fft[:, c] V_c^T: U (delta V^T - X_c V_c^T) = U E V^T
         G, g2 = pair.drift_in_v()
@@ -205,8 +205,7 @@ def update_operator(pair: PairState, lora: LoraState, C_fft: torch.Tensor, delta
         E[:, coldom] -= Cc
         if n_cols < V.shape[1]:
             rest = ~coldom
-            Gn = G.columns(rest) if isinstance(G, LowRank) else G[:, rest]
-            terms.append((-Gn, V[:, rest].T))
+            terms.append((-G[:, rest], V[:, rest].T))
         # R_c = (I - U U^T) D_fft P_c: ||R_c||^2 = <D_fft, R_c> = ||D_fft V_c||^2 - ||X V_c||^2
         rc2 = float(g2[coldom].sum()) - sq_norm(Cc)
         BtR = BtD @ Vc - lora.UtB.T @ Cc                         # B^T R_c V_c
