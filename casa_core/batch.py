@@ -483,7 +483,6 @@ class Batch:
             except CasaError as exc:
                 lora, lora_error = None, exc
             settings = ls.settings or spec.settings
-            sha = None
             options = replace(spec.options, **ls.options)
             for ti, ts, target in targets:
                 name = ls.outputs.get(ts.label) or spec.pattern.format(lora=ls.label, target=ts.label)
@@ -504,11 +503,9 @@ class Batch:
                     continue
                 try:
                     conv = Conversion(make_plan(self.base, target, lora, layers=options.layers))
-                    conv._lora_sha = sha      # one hash per LoRA file, whatever the number of targets
                     conv.check_output(path, entry.report)
                     out = _Output(entry, conv, settings, options, factor_dtype(conv.plan, options.out_dtype), "")
                     out.fingerprint = _fingerprint(conv.provenance(settings, options), options)
-                    sha = conv._lora_sha
                 except CasaError as exc:
                     entry.status, entry.error = FAILED, str(exc)
                     continue

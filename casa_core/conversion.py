@@ -57,7 +57,6 @@ class Conversion:
         self.last_export = None
         self.compared: dict[str, dict[str, LayerResult]] = {}   # the last comparison: method -> module -> result
         self._kept: _Analysis | None = None
-        self._lora_sha: str | None = None                  # the LoRA file's sha256, once hashed
 
     @classmethod
     def open(cls, base, target, lora, *, target_loras=(), expert: str | None = None, lora_file: str | None = None,
@@ -264,12 +263,8 @@ class Conversion:
 
     def provenance(self, settings: TransferSettings, options: RunOptions) -> dict:
         """What the written file records of how it was made (``casa.*`` metadata)."""
-        from .export import sha256_file
-
         plan = self.plan
-        if self._lora_sha is None:
-            self._lora_sha = sha256_file(plan.lora.path)
-        lora_sha = self._lora_sha
+        lora_sha = plan.lora.sha256
         provenance = {
             "method": settings.method, "settings": settings.to_dict(),
             "overrides": {k: v.to_dict() for k, v in (options.overrides or {}).items()},
@@ -397,10 +392,8 @@ def _model_identity(model, with_path: bool = False):
     28-57 GB checkpoint would take minutes), never by its absolute path unless ``with_path``.
     A target with distillation LoRAs: its model (``base`` where it is the base) and each LoRA."""
     if isinstance(model, StackedTarget):
-        from .export import sha256_file
-
         return {"model": "base" if model.on_base else _model_identity(model.model, with_path),
-                "distillation_loras": [{"lora": _lora_identity(d.lora, sha256_file(d.lora.path), with_path),
+                "distillation_loras": [{"lora": _lora_identity(d.lora, d.lora.sha256, with_path),
                                         "strength": d.strength} for d in model.loras]}
     if model.from_hub:
         return model.identity

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -35,14 +34,6 @@ def source_date() -> str | None:
         raise CasaError(f"SOURCE_DATE_EPOCH={shown!r} is not a Unix timestamp (whole seconds since 1970)",
                         "unset it, or set it to e.g. 1767225600") from None
     return ts.strftime("%Y-%m-%d")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pair_keys(lp, writer, family) -> tuple[str, str, str | None]:

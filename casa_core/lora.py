@@ -8,9 +8,11 @@ DoRA is refused.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from . import dtypes, families, formats, names
@@ -124,6 +126,12 @@ class LoraSource:
         if hasattr(self.family, "split_fused_pair"):
             self.pairs = [part for pair in self.pairs for part in self._split_fused(pair)]
         self.format = formats.detect([p.prefix for p in self.pairs], self.family)
+
+    @cached_property
+    def sha256(self) -> str:
+        """The file's sha256 (provenance), read once per source however many outputs record it."""
+        with open(self.path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
 
     @staticmethod
     def _pick_in_folder(folder: Path) -> Path:
