@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from . import dtypes, families, formats, names
@@ -136,6 +137,8 @@ class ModelSource:
         # canonical key -> the blocks of rows of a stored tensor it is, in order (a fused projection's
         # part, or a weight whose halves another layout stores swapped)
         self._rows: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._fused_lock = threading.Lock()
+        self._fused_last: tuple[str, object] | None = None     # (stored key, tensor): the parts read one by one
         fused = getattr(self.family, "fused_rows", None)
         if fused is not None and not diffusers:
             raw_of = dict(zip(stripped, raw, strict=True))
@@ -182,14 +185,24 @@ class ModelSource:
         import torch
 
         key = self._keys[ckey]
+        if ckey not in self._rows:
+            return self._stored(key)
+        # one projection of a fused tensor: its blocks of rows; the tensor is read once for all its parts
+        # (q, k and v follow each other in the plan): the last fused tensor read is kept for its next part
+        with self._fused_lock:
+            if self._fused_last is None or self._fused_last[0] != key:
+                self._fused_last = (key, self._stored(key))
+            t = self._fused_last[1]
+        return torch.cat([t[start:stop] for start, stop in self._rows[ckey]])
+
+    def _stored(self, key: str):
+        """A stored tensor on the CPU (fp8: dequantised to float32); NaN or Inf is refused."""
+        import torch
+
         t = self.store.read(key)
         scale = self._scales.get(key)
         if scale is not None or dtypes.is_fp8(self.store.info(key).dtype):
             t = fp8.dequantise(t, self.store.read(scale) if scale else None, name=key)
-        if ckey in self._rows:      # one projection of a fused tensor: its blocks of rows
-            import torch
-
-            t = torch.cat([t[start:stop] for start, stop in self._rows[ckey]])
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CasaError(f"{self.role} tensor {key} in {self.path} holds NaN or Inf",
                             "the checkpoint is damaged; re-download it")

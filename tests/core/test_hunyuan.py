@@ -183,6 +183,23 @@ def test_an_original_layout_base_reads_fused_qkv_exactly(models, tmp_path):
         assert torch.allclose(got[m], ref[m], rtol=0, atol=1e-12), m
 
 
+def test_the_parts_of_a_fused_tensor_read_it_once(models, tmp_path):
+    """q, k and v of an original-layout block are one stored tensor: reading the three reads it once."""
+    state = load_file(str(models / "base" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    orig = tmp_path / "hunyuan_video_original.safetensors"
+    save_file(_original_layout(state), str(orig))
+    src = ModelSource(orig, "base")
+    reads = []
+    real = src.store.read
+    src.store.read = lambda key: reads.append(key) or real(key)
+    parts = [f"transformer_blocks.0.attn.to_{p}.weight" for p in "qkv"]
+    for key in parts:
+        assert torch.equal(src.read(key), state[key]), key
+    assert len(reads) == 1
+    assert torch.equal(src.read("transformer_blocks.0.ff.net.2.weight"), state["transformer_blocks.0.ff.net.2.weight"])
+    assert len(reads) == 2
+
+
 def _fused_and_split(tmp_path, style: str):
     """A LoRA on the original layout's fused layers (musubi-tuner's naming, or ComfyUI's dotted one) and the
     same update as a diffusers-named LoRA of split pairs (q, k, v share the down factor)."""
