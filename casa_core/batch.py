@@ -38,7 +38,7 @@ from pathlib import Path
 from . import methods
 from .compute import Compute, release_freed_memory
 from .conversion import Conversion, read_ahead, side_by_side, slim
-from .distillation import DriftParts
+from .distillation import DriftParts, StackedTarget
 from .errors import Cancelled, CasaError
 from .settings import RunOptions, TransferSettings
 
@@ -648,7 +648,7 @@ class Batch:
             if u and id(target) not in got["W_t"]:
                 try:
                     # a target of distillation LoRAs gives the parts of its drift (DriftParts)
-                    got["W_t"][id(target)] = (target.read_drift(wkey) if hasattr(target, "read_drift")
+                    got["W_t"][id(target)] = (target.read_drift(wkey) if isinstance(target, StackedTarget)
                                               else target.read(wkey))
                 except Exception as exc:     # a target that cannot be read fails its outputs, not the batch
                     got["W_t"][id(target)] = exc

@@ -237,9 +237,6 @@ class StackedTarget:
                 pairs.append((B.reshape(B.shape[0], -1).double() * (t.pair.scale * d.strength), A))
         return DriftParts(weight, diffs, pairs)
 
-    def has_drift(self, ckey: str) -> bool:
-        return ckey in self._terms
-
     def read(self, ckey: str):
         """The merged weight ``W + sum strength * D`` (float32 at least; inspect, tests), one tensor."""
         import torch

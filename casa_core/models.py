@@ -48,15 +48,14 @@ def _expert_folders(path: Path) -> dict:
                  and (found := fam.expert_folders(path))), {})
 
 
-def weight_files(path: Path, role: str, expert: str | None = None) -> list[Path]:
-    """The weight files that hold a model given as a file, index or folder.
+def weight_files(path: Path, role: str) -> list[Path]:
+    """The weight files that hold a model given as a file, index or folder (of one expert: ``expert_folder``).
 
     safetensors first; a pickled checkpoint (``.pt``, ``.pth``, ``.ckpt``, ``.bin``)
-    only where a folder holds no safetensors. A two-expert folder gives the files of ``expert``.
+    only where a folder holds no safetensors.
     """
     if not path.exists():
         raise CasaError(f"{role} path {path} does not exist", "check the path")
-    path = expert_folder(path, role, expert)[0]
     if path.is_dir():
         if (path / "model_index.json").is_file() and (path / "transformer").is_dir():
             path = path / "transformer"

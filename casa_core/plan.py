@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import dtypes, matching
+from .distillation import StackedTarget
 from .errors import CasaError
 from .lora import LoraPair, LoraSource
 from .models import ModelSource
@@ -64,7 +65,8 @@ class Plan:
             "base": {"source": self.base.identity, "layout": self.base.layout, **_named(self.base)},
             "target": {"source": self.target.identity, "layout": self.target.layout, **_named(self.target),
                        "ignored_layers": extra_layers(self.base, self.target),
-                       **({"distillation_loras": self.target.describe()} if hasattr(self.target, "loras") else {})},
+                       **({"distillation_loras": self.target.describe()} if isinstance(self.target, StackedTarget)
+                          else {})},
             "lora": {"source": self.lora.identity, "format": self.lora.format, "pairs": len(self.lora.pairs)},
             "layers": [{"module": lp.module, "lora_prefix": lp.pair.prefix, "shape": list(lp.shape),
                         "rank": lp.rank, "scale": lp.scale} for lp in self.layers],
@@ -76,7 +78,7 @@ class Plan:
 def _named(model) -> dict:
     """What the family calls a model (and its expert), where it says."""
     fam = model.family
-    out = {"model": fam.model_name(model)} if hasattr(fam, "model_name") and fam.hidden_size(model) else {}
+    out = {"model": fam.model_name(model)} if fam.hidden_size(model) else {}
     return out | ({"expert": model.expert} if getattr(model, "expert", None) else {})
 
 

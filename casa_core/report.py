@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import __version__
+from .distillation import StackedTarget
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class RunReport:
                           dict(solvers.most_common()))
         # a target of distillation LoRAs: what the output is meant to be loaded with
         stack = ({"stack_with": plan.target.stack_with(), "usage": plan.target.usage()}
-                 if hasattr(plan.target, "stack_with") else {})
+                 if isinstance(plan.target, StackedTarget) else {})
         return cls(settings, dict(options.overrides or {}), options, str(compute.device), plan.describe(),
                    {r.name: r.figures() for r in results},
                    [{"prefix": p.prefix, "module": p.module, "reason": p.reason} for p in plan.passed],

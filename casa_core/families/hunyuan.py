@@ -84,7 +84,6 @@ BLOCKS = {"double": ("double_blocks", "transformer_blocks"), "single": ("single_
           "refiner": ("txt_in.individual_token_refiner.blocks", "context_embedder.token_refiner.refiner_blocks")}
 
 DIFFUSERS_MARKERS = ("transformer_blocks.", "context_embedder.", "time_text_embed.", "x_embedder.", "norm_out.")
-ORIGINAL_MARKERS = ("double_blocks.", "single_blocks.", "final_layer.", "img_in.", "txt_in.")
 HIDDEN_PROBE = "transformer_blocks.0.attn.to_q.weight"
 SINGLE_PROBE = "single_transformer_blocks.0.attn.to_q.weight"
 PATCH_PROBE = "x_embedder.proj.weight"

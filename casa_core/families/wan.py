@@ -262,10 +262,10 @@ def expert_of(path) -> str | None:
     from pathlib import Path
 
     path = Path(path)
-    for folder in (path, path.parent) if path.is_file() else (path,):
-        for e, f in expert_folders(folder.parent).items():
-            if Path(f) == folder:
-                return e
+    folder = path.parent if path.is_file() else path
+    for e, f in expert_folders(folder.parent).items():
+        if Path(f) == folder:
+            return e
     return expert_hint(path.stem if path.is_file() else path.name)
 
 

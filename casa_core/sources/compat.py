@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import families, matching
+from ..distillation import StackedTarget
 
 KIND_NAMES = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 
@@ -66,8 +67,8 @@ def model_facts(model) -> ModelFacts:
     blocks = fam.block_count(keys)
     i2v = fam.is_i2v(model)
     dtypes = tuple(sorted({model.dtype(k) for k in keys}))
-    name = fam.model_name(model) if hasattr(fam, "model_name") and dim else ""
-    stacked = tuple(d.line() for d in getattr(model, "loras", ()))
+    name = fam.model_name(model) if dim else ""
+    stacked = tuple(d.line() for d in model.loras) if isinstance(model, StackedTarget) else ()
     return ModelFacts(model.identity, model.layout, dim, i2v, blocks, len(keys), dtypes,
                       getattr(model, "container", ""), getattr(model, "quantisation", ""), name,
                       getattr(model, "expert", None), stacked, _family_name(fam))
