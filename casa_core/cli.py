@@ -12,6 +12,7 @@ import time
 
 from . import __version__, methods
 from .errors import Cancelled, CasaError
+from .spectral_cache import DEFAULT_LIMIT_GB
 
 
 def _add_sources(p: argparse.ArgumentParser) -> None:
@@ -91,8 +92,9 @@ def _add_run_options(c: argparse.ArgumentParser, *, several: bool = False, defau
                         "inputs are named by file name, size and hash)")
     c.add_argument("--cache", metavar="DIR", help="keep the base's singular bases in this folder, so that later "
                    "runs on the same base skip the decomposition (same output bytes)")
-    c.add_argument("--cache-limit", metavar="GB", type=float, default=20.0,
-                   help="the most the cache folder may hold; the least recently used bases go (default 20)")
+    c.add_argument("--cache-limit", metavar="GB", type=float, default=DEFAULT_LIMIT_GB,
+                   help=f"the most the cache folder may hold; the least recently used bases go "
+                        f"(default {DEFAULT_LIMIT_GB:g})")
 
 
 def _say_cache(options, quiet: bool) -> None:

@@ -130,8 +130,11 @@ class LoraSource:
     @cached_property
     def sha256(self) -> str:
         """The file's sha256 (provenance), read once per source however many outputs record it."""
+        h = hashlib.sha256()       # (hashlib.file_digest is Python 3.11+; the package supports 3.10)
         with open(self.path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
 
     @staticmethod
     def _pick_in_folder(folder: Path) -> Path:

@@ -8,6 +8,7 @@ from . import dtypes, formats, methods, ranks
 from .errors import CasaError
 from .methods.base import MethodParams, with_values
 from .ranks import AutoRank
+from .spectral_cache import DEFAULT_LIMIT_GB, check_limit
 
 PRECISIONS = ("auto", "float32", "float64")
 FORMATS = ("same", *formats.WRITERS)
@@ -75,7 +76,7 @@ class RunOptions:
     overrides: dict = field(default_factory=dict)   # canonical module -> TransferSettings
     provenance_paths: bool = False         # also record the inputs' absolute local paths in the output
     cache: str | None = None               # a folder keeping the base's bases between runs (spectral_cache)
-    cache_limit_gb: float | None = 20.0    # the most it may hold (None: no limit)
+    cache_limit_gb: float | None = DEFAULT_LIMIT_GB    # the most it may hold (None: no limit)
 
     def validate(self) -> RunOptions:
         if self.precision not in PRECISIONS:
@@ -90,10 +91,7 @@ class RunOptions:
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers > 0):
             raise CasaError(f"workers must be a positive whole number, got {self.workers!r}", "e.g. 2",
                             setting="workers", example="2")
-        if self.cache_limit_gb is not None and not (isinstance(self.cache_limit_gb, int | float)
-                                                    and self.cache_limit_gb > 0):
-            raise CasaError(f"the cache size limit must be a positive number of GB, got {self.cache_limit_gb!r}",
-                            "e.g. 20", setting="cache_limit", example="20")
+        check_limit(self.cache_limit_gb)
         if isinstance(self.rank, AutoRank):
             self.rank.validate()
         elif self.rank is not None and self.rank != "full" and not (isinstance(self.rank, int) and self.rank > 0):

@@ -30,6 +30,13 @@ _OPEN_LOCK = threading.Lock()
 DEFAULT_LIMIT_GB = 20.0
 
 
+def check_limit(limit_gb) -> None:
+    """A cache size limit is a positive number of GB, or None (no limit)."""
+    if limit_gb is not None and not (isinstance(limit_gb, int | float) and limit_gb > 0):
+        raise CasaError(f"the cache size limit must be a positive number of GB, got {limit_gb!r}",
+                        f"e.g. {DEFAULT_LIMIT_GB:g}", setting="cache_limit", example=f"{DEFAULT_LIMIT_GB:g}")
+
+
 def _strided(t, stride, device):
     """``t`` on ``device`` with the strides it was computed with (a transposed layout stays transposed)."""
     import torch
@@ -61,9 +68,7 @@ class SpectralCache:
 
     @classmethod
     def _make(cls, folder: Path, limit_gb: float | None) -> SpectralCache:
-        if limit_gb is not None and not limit_gb > 0:
-            raise CasaError(f"the cache size limit must be a positive number of GB, got {limit_gb}", "e.g. 20",
-                            setting="cache_limit", example="20")
+        check_limit(limit_gb)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -92,17 +97,15 @@ class SpectralCache:
 
     def get(self, key: str, device):
         """(U or None, sigma, V, solver) for ``key``, on ``device``; None when it is not cached (or unreadable)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
         path = self._path(key)
         try:
-            tensors = load_file(path)
-            from .tensorstore import read_header
-
-            _, meta = read_header(path)
+            with safe_open(path, "pt") as fh:
+                meta = fh.metadata() or {}
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
             os.utime(path)                       # recently used
-        except (OSError, SafetensorError, CasaError, ValueError):
+        except (OSError, SafetensorError, ValueError):
             return None
         if "sigma" not in tensors or "V" not in tensors:
             return None
