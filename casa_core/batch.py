@@ -38,7 +38,7 @@ from pathlib import Path
 from . import methods
 from .compute import Compute, release_freed_memory
 from .conversion import Conversion, read_ahead, side_by_side, slim
-from .distillation import DriftParts, StackedTarget
+from .distillation import DriftParts, StackedTarget, parse_weighted
 from .errors import Cancelled, CasaError
 from .settings import RunOptions, TransferSettings
 
@@ -243,17 +243,6 @@ def expand_loras(items: list[str]) -> list[str]:
     return [x for x in out if not (x in seen or seen.add(x))]
 
 
-def parse_target_lora(text: str) -> tuple[str, float]:
-    """``PATH[:STRENGTH]`` -> (path, strength); a repo id's own colon (``org/name:sub``) is kept."""
-    head, sep, tail = str(text).rpartition(":")
-    if sep:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return str(text), 1.0
-
-
 _MANIFEST_TOP = {"base", "output_dir", "pattern", "target", "lora", "method", "settings", "rank", "format",
                  "dtype", "layers", "chunk"}
 _MANIFEST_TARGET = {"name", "path", "loras"}
@@ -347,8 +336,8 @@ def read_manifest(path) -> dict:
                                     "number", "e.g. strength = 1.0", setting="manifest")
                 loras.append((where(item.get("path")), float(strength)))
             else:
-                p, s = parse_target_lora(item)
-                loras.append((where(p), s))
+                w = parse_weighted(item)      # PATH[:STRENGTH], read as casa convert --target-lora reads it
+                loras.append((where(w.spec), w.strength))
         targets.append(TargetSpec(t.get("name"), where(t["path"]) if "path" in t else None, tuple(loras)))
     loras = []
     for item in data.get("lora", []):

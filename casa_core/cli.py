@@ -431,9 +431,12 @@ def _stack_notes(target) -> list[str]:
     if not isinstance(target, StackedTarget):
         return []
     return [f"note: it was converted for a target of distillation LoRAs: {target.usage()}"]
+
+
 def _target_groups(items) -> list:
     """--target / --target-lora / --name, in order, to TargetSpecs (see the batch command's help)."""
-    from .batch import TargetSpec, parse_target_lora
+    from .batch import TargetSpec
+    from .distillation import parse_weighted
 
     groups: list[dict] = []
     open_ = None
@@ -445,7 +448,8 @@ def _target_groups(items) -> list:
             if open_ is None:
                 open_ = {"path": None, "loras": [], "name": None}
                 groups.append(open_)
-            open_["loras"].append(parse_target_lora(value))
+            w = parse_weighted(value)     # as convert reads --target-lora
+            open_["loras"].append((w.spec, w.strength))
         else:
             if open_ is None:
                 raise CasaError(f"--name {value} follows no target", "give it after the --target or "

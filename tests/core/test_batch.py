@@ -335,3 +335,16 @@ def test_one_layer_at_a_time_reads_ahead_and_matches(inputs, tmp_path):
     for lora in inputs["loras"]:
         want = single(inputs, lora, inputs["slow"], tmp_path / "single.safetensors", "--workers", "1")
         assert (out / f"{lora.stem}-slowtarget.safetensors").read_bytes() == want
+
+
+def test_target_loras_are_read_as_convert_reads_them():
+    """``--target-lora PATH[:STRENGTH]`` means the same in batch as in convert (a drive letter stays
+    part of the path; a strength that is no finite number is refused)."""
+    from casa_core.distillation import parse_weighted
+
+    for text in (r"C:\loras\x.safetensors", r"C:\loras\x.safetensors:0.5", "org/name:file.safetensors:.5", "C:0.5"):
+        (group,) = cli._target_groups([("target-lora", text)])
+        w = parse_weighted(text)
+        assert group.loras == ((w.spec, w.strength),), text
+    with pytest.raises(CasaError, match="not a finite number"):
+        cli._target_groups([("target-lora", "x.safetensors:nan")])
