@@ -12,6 +12,19 @@ from pathlib import Path
 from .errors import CasaError
 
 
+def pick(where: str, have: dict, expert: str | None):
+    """The folder of ``expert`` among a two-expert model's ``have`` (expert -> folder), for a model
+    ``where`` names (``base /x`` or ``model repo org/name``); no expert, or one it lacks, is refused."""
+    listed = ", ".join(f"{e} ({Path(str(f)).name}/)" for e, f in have.items())
+    if expert is None:
+        raise CasaError(f"{where} holds two experts: {listed}", "choose the expert the LoRA was trained for",
+                        setting="expert", example="high")
+    if expert not in have:
+        raise CasaError(f"{where} has no expert {expert!r}; it holds {listed}", "choose one of those",
+                        setting="expert", example=next(iter(have)))
+    return have[expert]
+
+
 def check_choice(expert: str | None, models, loras) -> None:
     """Refuse an expert no model has, models of different experts, and a LoRA whose file name
     names the other expert. ``models``: the base and the target; ``loras``: the LoRA (and, through

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import dtypes, families, formats, names
 from .errors import CasaError
+from .experts import pick
 from .sources import fp8, pickled
 from .sources.hub import climbs
 from .tensorstore import TensorStore
@@ -22,14 +23,7 @@ def expert_folder(path: Path, role: str, expert: str | None) -> tuple[Path, str 
     folders = _expert_folders(path)
     if not folders:
         return path, None
-    listed = ", ".join(f"{e} ({Path(f).name}/)" for e, f in folders.items())
-    if expert is None:
-        raise CasaError(f"{role} {path} holds two experts: {listed}",
-                        "choose the expert the LoRA was trained for", setting="expert", example="high")
-    if expert not in folders:
-        raise CasaError(f"{role} {path} has no expert {expert!r}; it holds {listed}",
-                        "choose one of those", setting="expert", example=next(iter(folders)))
-    return Path(folders[expert]), expert
+    return Path(pick(f"{role} {path}", folders, expert)), expert
 
 
 def expert_choices(spec) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Cancelled, CasaError
+from ..experts import pick
 from .pickled import SUFFIXES as PICKLED
 
 _REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[^:@]+))?(?::(?P<sub>[^:]+))?$")
@@ -144,8 +145,8 @@ def _several(repo: HubRef, choices: list[str], kind: str) -> ChoiceNeeded:
                         "lora_file" if kind == "lora" else None)
 
 
-def _expert_folder(listing: list[str], repo: HubRef, expert: str | None) -> tuple[str, str] | None:
-    """(the folder of the chosen expert, the folder above it) in a two-expert repo's listing; None for others."""
+def _expert_folder(listing: list[str], repo: HubRef, expert: str | None) -> str | None:
+    """The folder of the chosen expert in a two-expert repo's listing; None for other repos."""
     from .. import families
 
     top_dirs = {f.split("/", 1)[0] for f in listing if "/" in f}
@@ -159,22 +160,13 @@ def _expert_folder(listing: list[str], repo: HubRef, expert: str | None) -> tupl
         if layout is not None:
             have = {e: f[layout] for e, f in experts.items() if f[layout] in top_dirs}
             break
-    if not have:
-        return None
-    listed = ", ".join(f"{e} ({f}/)" for e, f in have.items())
-    if expert is None:
-        raise CasaError(f"model repo {repo} holds two experts: {listed}", "choose the expert the LoRA was trained for",
-                        setting="expert", example="high")
-    if expert not in have:
-        raise CasaError(f"model repo {repo} has no expert {expert!r}; it holds {listed}", "choose one of those",
-                        setting="expert", example=next(iter(have), None))
-    return have[expert], ""
+    return pick(f"model repo {repo}", have, expert) if have else None
 
 
 def _choose_model(listing: list[str], repo: HubRef, expert: str | None = None) -> _Choice:
     top = [f for f in listing if "/" not in f]
     picked = _expert_folder(listing, repo, expert)
-    tname = picked[0] if picked else "transformer"
+    tname = picked or "transformer"
     if picked and "model_index.json" not in top:   # original layout: the expert's folder is the model
         sub = [f[len(tname) + 1:] for f in listing if f.startswith(tname + "/") and f.count("/") == 1]
         found = _weights(sub, repo, tname + "/")
