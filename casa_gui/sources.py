@@ -70,7 +70,9 @@ class DistillationSlot(QWidget):
         return [e.strip() for e in self.edit.text().split(";") if e.strip()]
 
     def set_entries(self, entries) -> None:
+        """Fill the field; a focus change after it is no edit (nothing to inspect again)."""
         self.edit.setText("; ".join(entries))
+        self._last = self.entries()
 
     def add(self, path: str, strength: float = 1.0) -> None:
         self.set_entries([*self.entries(), path if strength == 1 else f"{path}:{strength:g}"])
