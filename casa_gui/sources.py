@@ -33,7 +33,31 @@ STACK_HINT = "distillation LoRAs: PATH[:STRENGTH]; PATH[:STRENGTH] ..."
 NO_EXPERT = "(one transformer)"
 
 
-class DistillationSlot(QWidget):
+def split_entries(text: str) -> list[str]:
+    """The entries of a ``;``-separated list of distillation LoRAs (``PATH[:STRENGTH]`` each)."""
+    return [part.strip() for part in (text or "").split(";") if part.strip()]
+
+
+class TakesPaths:
+    """A widget mixin: local files and folders dropped on it are announced by its ``dropped`` signal
+    (a list of paths)."""
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.dropped.emit(paths)
+            event.acceptProposedAction()
+
+
+class DistillationSlot(TakesPaths, QWidget):
     """Distillation LoRAs (lightx2v, CausVid, Lightning ...) stacked on the target, each with a strength.
 
     Typed as ``PATH[:STRENGTH]`` entries separated by ``;`` (a strength of 1 may be left out), or added
@@ -42,6 +66,7 @@ class DistillationSlot(QWidget):
 
     changed = Signal()      # Enter, a file added or dropped
     edited = Signal()       # the field lost the focus with new text: maybe not done yet
+    dropped = Signal(list)  # files dropped on it: added, each at strength 1
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -60,6 +85,7 @@ class DistillationSlot(QWidget):
         lay.addWidget(self.edit, 1)
         lay.addWidget(add)
         self.setAcceptDrops(True)
+        self.dropped.connect(self._add_all)
 
     def _finished(self) -> None:
         if self.entries() != self._last:
@@ -67,7 +93,7 @@ class DistillationSlot(QWidget):
             self.edited.emit()
 
     def entries(self) -> list[str]:
-        return [e.strip() for e in self.edit.text().split(";") if e.strip()]
+        return split_entries(self.edit.text())
 
     def set_entries(self, entries) -> None:
         """Fill the field; a focus change after it is no edit (nothing to inspect again)."""
@@ -78,23 +104,14 @@ class DistillationSlot(QWidget):
         self.set_entries([*self.entries(), path if strength == 1 else f"{path}:{strength:g}"])
         self.changed.emit()
 
+    def _add_all(self, paths: list[str]) -> None:
+        for p in paths:
+            self.add(p)
+
     def _pick(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Choose distillation LoRAs", "",
                                                 "Safetensors (*.safetensors);;All files (*)")
-        for p in paths:
-            self.add(p)
-
-    def dragEnterEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:
-        """Dropped files are added, each at strength 1."""
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        for p in paths:
-            self.add(p)
-        if paths:
-            event.acceptProposedAction()
+        self._add_all(paths)
 
 
 class SourceSlot(QWidget):
