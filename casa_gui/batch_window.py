@@ -380,9 +380,7 @@ class BatchWindow(QWidget):
                               f"complete already, {len(s.failed)} failed.")
         elif outcome == "cancelled":
             kept = sum(e.status == "written" for e in self.entries)
-            for e in self.entries:
-                if e.status == "pending":
-                    e.status = "cancelled"
+            for e in self.entries:      # the batch marked those it did not finish cancelled
                 self._show(e)
             self.note.setText(f"Cancelled; finished outputs kept: {kept}; nothing partial was written.")
         else:
