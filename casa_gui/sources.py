@@ -219,7 +219,7 @@ class SourcesPanel(QGroupBox):
         self.gs = gs
         self.slots = {r: SourceSlot(r, gs.recent.get(r, [])) for r in ROLES}
         self.stack = DistillationSlot()
-        self.stack.set_entries(getattr(gs, "target_loras", []) or [])
+        self.stack.set_entries(gs.target_loras)
         self.stack.changed.connect(lambda: self._changed("target_loras", ""))
         self.stack.edited.connect(lambda: self._edited("target_loras", ""))
         self.expert = QComboBox()
@@ -247,7 +247,7 @@ class SourcesPanel(QGroupBox):
                 row += 1
         grid.addWidget(self.expert_label, row, 0)
         grid.addWidget(self.expert, row, 1, Qt.AlignmentFlag.AlignLeft)
-        if getattr(gs, "expert", "") in ("high", "low"):
+        if gs.expert in ("high", "low"):
             self.expert.setCurrentText(gs.expert)
         self._show_expert()
         self.demo_btn = QPushButton("Use demo inputs")
@@ -310,14 +310,12 @@ class SourcesPanel(QGroupBox):
 
     def _show_expert(self) -> None:
         """The expert choice is offered when a model given is a two-expert folder (or a repo asked for one)."""
-        need = bool(self._experts()) or self.expert.currentText() != NO_EXPERT
-        self.expert.setVisible(need)
-        self.expert_label.setVisible(need)
+        self.offer_expert(bool(self._experts()) or self.expert.currentText() != NO_EXPERT)
 
-    def offer_expert(self) -> None:
-        """Show the expert choice (an inspection said the sources hold two experts)."""
-        self.expert.setVisible(True)
-        self.expert_label.setVisible(True)
+    def offer_expert(self, shown: bool = True) -> None:
+        """Show the expert choice (e.g. an inspection said the sources hold two experts), or hide it."""
+        self.expert.setVisible(shown)
+        self.expert_label.setVisible(shown)
 
     def _ready(self) -> bool:
         base, target, lora = self.values()
