@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -95,7 +95,7 @@ class BatchWindow(QWidget):
         self.summary: BatchSummary | None = None
         self.last_spec: BatchSpec | None = None        # what the table's outputs were planned from
         self._rows: dict[tuple[int, int], int] = {}
-        self._converting = False        # a selected output is being opened in the main window
+        self._awaited = None    # (inputs, stack) of the main window's inspection a conversion follows
 
         self.base = QLineEdit(win.sources.values()[0])
         self.base.setPlaceholderText("base model the LoRAs were trained on")
@@ -404,27 +404,43 @@ class BatchWindow(QWidget):
 
     def inspect_selected(self) -> bool:
         """Open the selected output's LoRA and target in the main window and convert them there once they
-        are inspected: the same views as any single conversion."""
+        are inspected: the same views as any single conversion. False when the main window does not
+        inspect them (the user keeps its converted layers, or a job runs there)."""
         e, spec = self.selected_entry(), self.last_spec
         if e is None or spec is None:
             self.note.setText("Select one output to inspect.")
             return False
         target = spec.targets[e.target_index]
-        ctl = self.win.controller
-        self._converting = True
-        ctl.inspected.connect(self._convert_inspected)
-        self.win.sources.set_values(spec.base, target.path or "", spec.loras[e.lora_index].path,
-                                    target_loras=[f"{p}:{s:g}" for p, s in target.loras])
-        self.win.raise_()
-        self.win.activateWindow()
+        win, src = self.win, self.win.sources
+        self._forget_inspection()           # an output asked for before and not inspected yet: this one instead
+        src.set_values(spec.base, target.path or "", spec.loras[e.lora_index].path,
+                       target_loras=[f"{p}:{s:g}" for p, s in target.loras], expert="", inspect=False)
+        win.raise_()
+        win.activateWindow()
+        if not win.inspect_sources(*src.values(), src.stack.entries(), src.chosen_expert()):
+            return False
+        s = win.controller.session
+        self._awaited = (s.inputs, s.stack)
+        win.controller.inspected.connect(self._convert_inspected)
         return True
 
+    def _forget_inspection(self) -> None:
+        if self._awaited is not None:
+            self._awaited = None
+            self.win.controller.inspected.disconnect(self._convert_inspected)
+
     def _convert_inspected(self, outcome: str) -> None:
-        """Once, after the inspection ``inspect_selected`` asked for: convert in the main window."""
-        self.win.controller.inspected.disconnect(self._convert_inspected)
-        if outcome == "ok" and self._converting:
-            self.win.controller.start_convert()
-        self._converting = False
+        """Once, after the inspection ``inspect_selected`` started: convert in the main window."""
+        awaited = self._awaited
+        self._forget_inspection()
+        if outcome == "ok":
+            # deferred: an inspection stopped by a newer one ends while that one is being started
+            QTimer.singleShot(0, lambda: self._convert(awaited))
+
+    def _convert(self, awaited: tuple) -> None:
+        ctl = self.win.controller
+        if (ctl.session.inputs, ctl.session.stack) == awaited:     # still the inputs asked for
+            ctl.start_convert()
 
     def closeEvent(self, event) -> None:
         if self.runner.busy:
