@@ -135,6 +135,7 @@ class MainWindow(QMainWindow):
         # what the controller reports
         ctl.inspected.connect(self._inspected)
         ctl.sources_note.connect(self.sources.show_status)
+        ctl.expert_needed.connect(self.sources.offer_expert)
         ctl.plan_changed.connect(self.table.set_plan)
         ctl.plan_changed.connect(self.export.suggest_output)
         ctl.plan_changed.connect(self.convert.reset_progress)

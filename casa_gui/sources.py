@@ -349,8 +349,6 @@ class SourcesPanel(QGroupBox):
         from . import theme
 
         c = theme.current()
-        if kind == "error" and "holds two experts" in text:     # e.g. a hub repo of a two-expert model
-            self.offer_expert()
         self.status.setText(text)
         self.status.setStyleSheet(f"QLabel {{ background: {c.error_bg}; color: {c.error_fg}; padding: 4px; "
                                   "border-radius: 3px; }" if kind == "error" else "")
