@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -46,36 +46,14 @@ from casa_core.api import (
 )
 
 from . import session as jobs
+from .sources import TakesPaths, split_entries
 from .worker import Job, Runner
 
 log = logging.getLogger("casa_gui")
-PATTERN = "{lora}-{target}.safetensors"
 COLUMNS = ("LoRA", "Target", "Status", "Result")
 
 
-def _dropped_paths(event) -> list[str]:
-    return [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-
-
-class _TakesPaths:
-    """Files and folders dropped on the widget are announced by its ``dropped`` signal."""
-
-    def dragEnterEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dragMoveEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:
-        paths = _dropped_paths(event)
-        if paths:
-            self.dropped.emit(paths)
-            event.acceptProposedAction()
-
-
-class _DropList(_TakesPaths, QListWidget):
+class _DropList(TakesPaths, QListWidget):
     """The LoRAs: files and folders dropped on it are added (a folder's LoRA files)."""
 
     dropped = Signal(list)
@@ -86,7 +64,7 @@ class _DropList(_TakesPaths, QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
 
 
-class _TargetTable(_TakesPaths, QTableWidget):
+class _TargetTable(TakesPaths, QTableWidget):
     """The targets: a name (editable), a model (a checkpoint, or empty for the base) and the distillation
     LoRAs stacked on it (editable, ``PATH[:STRENGTH]; ...``); model files or folders dropped on it are added."""
 
@@ -117,7 +95,7 @@ class BatchWindow(QWidget):
         self.summary: BatchSummary | None = None
         self.last_spec: BatchSpec | None = None        # what the table's outputs were planned from
         self._rows: dict[tuple[int, int], int] = {}
-        self._converting = False        # a selected output is being opened in the main window
+        self._awaited = None    # (inputs, stack) of the main window's inspection a conversion follows
 
         self.base = QLineEdit(win.sources.values()[0])
         self.base.setPlaceholderText("base model the LoRAs were trained on")
@@ -130,7 +108,7 @@ class BatchWindow(QWidget):
             self.add_targets([given_target])
         self.output_dir = QLineEdit()
         self.output_dir.setPlaceholderText("folder the outputs are written to")
-        self.pattern = QLineEdit(PATTERN)
+        self.pattern = QLineEdit(BatchSpec.pattern)      # the core's default output names
         self.force = QCheckBox("Redo outputs already complete (otherwise they are skipped)")
 
         def button(text, slot, tip=""):
@@ -237,7 +215,7 @@ class BatchWindow(QWidget):
         r = self.targets.rowCount()
         self.targets.insertRow(r)
         self.targets.setItem(r, 0, QTableWidgetItem(TargetSpec(None, model or None, tuple(
-            (p, 1.0) for p in _split(loras))).label))
+            (p, 1.0) for p in split_entries(loras))).label))
         path = QTableWidgetItem(model)
         path.setFlags(path.flags() & ~Qt.ItemFlag.ItemIsEditable)
         path.setToolTip(model or "the base model")
@@ -248,7 +226,8 @@ class BatchWindow(QWidget):
         """The table's targets (CasaError on a strength that is not a number)."""
         specs = []
         for r in range(self.targets.rowCount()):
-            loras = tuple((w.spec, w.strength) for w in map(parse_weighted, _split(self.targets.item(r, 2).text())))
+            entries = split_entries(self.targets.item(r, 2).text())
+            loras = tuple((w.spec, w.strength) for w in map(parse_weighted, entries))
             specs.append(TargetSpec(self.targets.item(r, 0).text().strip() or None,
                                     self.targets.item(r, 1).text().strip() or None, loras))
         return specs
@@ -264,9 +243,12 @@ class BatchWindow(QWidget):
             return QFileDialog.getExistingDirectory(self, title, start)
         return QFileDialog.getOpenFileName(self, title, start, filter_)[0]
 
+    def _pick_lora_files(self, title: str) -> list[str]:
+        """The LoRA files the user picks (none: [])."""
+        return QFileDialog.getOpenFileNames(self, title, self._start_dir(), "LoRA (*.safetensors)")[0]
+
     def _pick_loras(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "LoRAs", self._start_dir(), "LoRA (*.safetensors)")
-        self.add_loras(files)
+        self.add_loras(self._pick_lora_files("LoRAs"))
 
     def _pick_lora_folder(self) -> None:
         if path := self._pick("A folder of LoRAs", folder=True):
@@ -281,9 +263,7 @@ class BatchWindow(QWidget):
             self.add_targets([path])
 
     def _pick_target_loras(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Distillation LoRAs (stacked on the base)", self._start_dir(),
-                                                "LoRA (*.safetensors)")
-        self.add_target_loras(files)
+        self.add_target_loras(self._pick_lora_files("Distillation LoRAs (stacked on the base)"))
 
     def _pick_base(self) -> None:
         if path := self._pick("Base model"):
@@ -315,7 +295,8 @@ class BatchWindow(QWidget):
         options = replace(st.run_options(), view_size=0)
         return BatchSpec(self.base.text().strip(), self.target_specs(), [LoraSpec(p) for p in self.lora_paths()],
                          self.output_dir.text().strip(), st.settings.validate(), options,
-                         pattern=self.pattern.text().strip() or PATTERN, force=self.force.isChecked()).validate()
+                         pattern=self.pattern.text().strip() or BatchSpec.pattern,
+                         force=self.force.isChecked()).validate()
 
     def start(self) -> bool:
         if self.runner.busy:
@@ -399,9 +380,7 @@ class BatchWindow(QWidget):
                               f"complete already, {len(s.failed)} failed.")
         elif outcome == "cancelled":
             kept = sum(e.status == "written" for e in self.entries)
-            for e in self.entries:
-                if e.status == "pending":
-                    e.status = "cancelled"
+            for e in self.entries:      # the batch marked those it did not finish cancelled
                 self._show(e)
             self.note.setText(f"Cancelled; finished outputs kept: {kept}; nothing partial was written.")
         else:
@@ -425,34 +404,45 @@ class BatchWindow(QWidget):
 
     def inspect_selected(self) -> bool:
         """Open the selected output's LoRA and target in the main window and convert them there once they
-        are inspected: the same views as any single conversion."""
+        are inspected: the same views as any single conversion. False when the main window does not
+        inspect them (the user keeps its converted layers, or a job runs there)."""
         e, spec = self.selected_entry(), self.last_spec
         if e is None or spec is None:
             self.note.setText("Select one output to inspect.")
             return False
         target = spec.targets[e.target_index]
-        ctl = self.win.controller
-        self._converting = True
-        ctl.inspected.connect(self._convert_inspected)
-        self.win.sources.set_values(spec.base, target.path or "", spec.loras[e.lora_index].path,
-                                    target_loras=[f"{p}:{s:g}" for p, s in target.loras])
-        self.win.raise_()
-        self.win.activateWindow()
+        win, src = self.win, self.win.sources
+        self._forget_inspection()           # an output asked for before and not inspected yet: this one instead
+        src.set_values(spec.base, target.path or "", spec.loras[e.lora_index].path,
+                       target_loras=[f"{p}:{s:g}" for p, s in target.loras], expert="", inspect=False)
+        win.raise_()
+        win.activateWindow()
+        if not win.inspect_sources(*src.values(), src.stack.entries(), src.chosen_expert()):
+            return False
+        s = win.controller.session
+        self._awaited = (s.inputs, s.stack)
+        win.controller.inspected.connect(self._convert_inspected)
         return True
 
+    def _forget_inspection(self) -> None:
+        if self._awaited is not None:
+            self._awaited = None
+            self.win.controller.inspected.disconnect(self._convert_inspected)
+
     def _convert_inspected(self, outcome: str) -> None:
-        """Once, after the inspection ``inspect_selected`` asked for: convert in the main window."""
-        self.win.controller.inspected.disconnect(self._convert_inspected)
-        if outcome == "ok" and self._converting:
-            self.win.controller.start_convert()
-        self._converting = False
+        """Once, after the inspection ``inspect_selected`` started: convert in the main window."""
+        awaited = self._awaited
+        self._forget_inspection()
+        if outcome == "ok":
+            # deferred: an inspection stopped by a newer one ends while that one is being started
+            QTimer.singleShot(0, lambda: self._convert(awaited))
+
+    def _convert(self, awaited: tuple) -> None:
+        ctl = self.win.controller
+        if (ctl.session.inputs, ctl.session.stack) == awaited:     # still the inputs asked for
+            ctl.start_convert()
 
     def closeEvent(self, event) -> None:
         if self.runner.busy:
             self.runner.stop()
         super().closeEvent(event)
-
-
-def _split(text: str) -> list[str]:
-    """The entries of a ``;``-separated list of distillation LoRAs."""
-    return [part.strip() for part in (text or "").split(";") if part.strip()]

@@ -66,7 +66,8 @@ class Task(QObject):
     """The GUI-thread end of one job: its context, its handlers and the outcome to announce.
 
     Living in the GUI thread, its slots receive the job's queued signals there. Each
-    handler is called as ``handler(task, *args)``.
+    handler is called as ``handler(task, *args)``; ``setting`` is the setting a failed job's CasaError
+    names (``expert``, ``device`` ...), None when it names none.
     """
 
     def __init__(self, job: Job, context, *, item: Callable | None = None, progress: Callable | None = None,
@@ -74,6 +75,8 @@ class Task(QObject):
         super().__init__()
         self.context = context
         self.outcome: tuple | None = None           # (signal, value): emitted once the runner is free
+        self.setting: str | None = None
+        self._job = job
         self._handlers = {"item": item, "progress": progress, "ok": ok, "cancelled": cancelled, "failed": failed}
         job.yielded.connect(self._item)
         job.progress.connect(self._progress)
@@ -104,6 +107,7 @@ class Task(QObject):
 
     @Slot(str)
     def _failed(self, message: str) -> None:
+        self.setting = self._job.error_setting
         self._call("failed", message)
 
 
@@ -129,6 +133,7 @@ class Controller(QObject):
     run_note = Signal(str)              # 'done in 1.2 s', 'cancelled', 'failed'
     message = Signal(str, str)          # kind ('error' | 'info' | '': hide), text
     sources_note = Signal(str, str)     # text, kind ('error' | '')
+    expert_needed = Signal()            # an inspection failed for the expert (e.g. the model holds two)
     exporting = Signal(str)             # the output path an export starts writing
     written = Signal(object, object)    # ExportInfo, energy kept per layer
 
@@ -265,6 +270,8 @@ class Controller(QObject):
             self.sources_note.emit(f"Not ready yet: {message} (Enter or Inspect checks again.)", "")
             return
         self.sources_note.emit(message, "error")
+        if task.setting == "expert":
+            self.expert_needed.emit()
         self.message.emit("error", f"These inputs cannot be converted: {message}")
 
     def _on_inspect_done(self, _task: Task) -> None:

@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
         self.gs = gs if gs is not None else GuiSettings.load()
         self.state = AppState(self)
         self.controller = Controller(self.state, self)
+        self.batch_window = None            # the batch queue, made when first asked for
         self.setWindowTitle("CASA Studio")
 
         self.sources = SourcesPanel(self.gs)
@@ -134,6 +135,7 @@ class MainWindow(QMainWindow):
         # what the controller reports
         ctl.inspected.connect(self._inspected)
         ctl.sources_note.connect(self.sources.show_status)
+        ctl.expert_needed.connect(self.sources.offer_expert)
         ctl.plan_changed.connect(self.table.set_plan)
         ctl.plan_changed.connect(self.export.suggest_output)
         ctl.plan_changed.connect(self.convert.reset_progress)
@@ -203,11 +205,12 @@ class MainWindow(QMainWindow):
     def _show_verdict(self, *_args) -> None:
         v = model_verdict(self.table.model_.verdicts())
         self.layers_pane.show_verdict(v, VERDICT_COLORS)
+
     def open_batch(self):
         """The batch queue window (one per main window, made when first asked for)."""
         from .batch_window import BatchWindow
 
-        if getattr(self, "batch_window", None) is None:
+        if self.batch_window is None:
             self.batch_window = BatchWindow(self)
         self.batch_window.show()
         self.batch_window.raise_()
@@ -270,7 +273,7 @@ class MainWindow(QMainWindow):
                                                "Nothing of it is written."):
             event.ignore()
             return
-        if getattr(self, "batch_window", None) is not None:
+        if self.batch_window is not None:
             self.batch_window.close()
         self.controller.shutdown()
         for panel in (self.sources, self.convert, self.export):      # each writes its own part

@@ -6,12 +6,13 @@ one is a thin call into the core's ``Conversion`` and honours the cancel flag be
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from casa_core.api import Cancelled, CasaError, Conversion, RunOptions, TransferSettings
+from casa_core.api import Batch, Cancelled, CasaError, Conversion, RunOptions, TransferSettings
 
 GUI_VIEW_SIZE = 128
 
@@ -188,10 +189,6 @@ def batch_job(spec):
     each ``BatchProgress`` as the batch reports it, then the ``BatchSummary``. The batch runs in a thread
     of its own, so that its progress reaches the job as it happens; the cancel flag stops it between
     layers, keeping the outputs of the passes already finished."""
-    import queue
-
-    from casa_core.api import Batch
-
     def run(cancel: threading.Event) -> Iterator:
         batch = Batch(spec)
         yield list(batch.prepare())

@@ -33,7 +33,31 @@ STACK_HINT = "distillation LoRAs: PATH[:STRENGTH]; PATH[:STRENGTH] ..."
 NO_EXPERT = "(one transformer)"
 
 
-class DistillationSlot(QWidget):
+def split_entries(text: str) -> list[str]:
+    """The entries of a ``;``-separated list of distillation LoRAs (``PATH[:STRENGTH]`` each)."""
+    return [part.strip() for part in (text or "").split(";") if part.strip()]
+
+
+class TakesPaths:
+    """A widget mixin: local files and folders dropped on it are announced by its ``dropped`` signal
+    (a list of paths)."""
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.dropped.emit(paths)
+            event.acceptProposedAction()
+
+
+class DistillationSlot(TakesPaths, QWidget):
     """Distillation LoRAs (lightx2v, CausVid, Lightning ...) stacked on the target, each with a strength.
 
     Typed as ``PATH[:STRENGTH]`` entries separated by ``;`` (a strength of 1 may be left out), or added
@@ -42,6 +66,7 @@ class DistillationSlot(QWidget):
 
     changed = Signal()      # Enter, a file added or dropped
     edited = Signal()       # the field lost the focus with new text: maybe not done yet
+    dropped = Signal(list)  # files dropped on it: added, each at strength 1
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -60,6 +85,7 @@ class DistillationSlot(QWidget):
         lay.addWidget(self.edit, 1)
         lay.addWidget(add)
         self.setAcceptDrops(True)
+        self.dropped.connect(self._add_all)
 
     def _finished(self) -> None:
         if self.entries() != self._last:
@@ -67,32 +93,25 @@ class DistillationSlot(QWidget):
             self.edited.emit()
 
     def entries(self) -> list[str]:
-        return [e.strip() for e in self.edit.text().split(";") if e.strip()]
+        return split_entries(self.edit.text())
 
     def set_entries(self, entries) -> None:
+        """Fill the field; a focus change after it is no edit (nothing to inspect again)."""
         self.edit.setText("; ".join(entries))
+        self._last = self.entries()
 
     def add(self, path: str, strength: float = 1.0) -> None:
         self.set_entries([*self.entries(), path if strength == 1 else f"{path}:{strength:g}"])
         self.changed.emit()
 
+    def _add_all(self, paths: list[str]) -> None:
+        for p in paths:
+            self.add(p)
+
     def _pick(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Choose distillation LoRAs", "",
                                                 "Safetensors (*.safetensors);;All files (*)")
-        for p in paths:
-            self.add(p)
-
-    def dragEnterEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:
-        """Dropped files are added, each at strength 1."""
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        for p in paths:
-            self.add(p)
-        if paths:
-            event.acceptProposedAction()
+        self._add_all(paths)
 
 
 class SourceSlot(QWidget):
@@ -200,7 +219,7 @@ class SourcesPanel(QGroupBox):
         self.gs = gs
         self.slots = {r: SourceSlot(r, gs.recent.get(r, [])) for r in ROLES}
         self.stack = DistillationSlot()
-        self.stack.set_entries(getattr(gs, "target_loras", []) or [])
+        self.stack.set_entries(gs.target_loras)
         self.stack.changed.connect(lambda: self._changed("target_loras", ""))
         self.stack.edited.connect(lambda: self._edited("target_loras", ""))
         self.expert = QComboBox()
@@ -228,7 +247,7 @@ class SourcesPanel(QGroupBox):
                 row += 1
         grid.addWidget(self.expert_label, row, 0)
         grid.addWidget(self.expert, row, 1, Qt.AlignmentFlag.AlignLeft)
-        if getattr(gs, "expert", "") in ("high", "low"):
+        if gs.expert in ("high", "low"):
             self.expert.setCurrentText(gs.expert)
         self._show_expert()
         self.demo_btn = QPushButton("Use demo inputs")
@@ -291,14 +310,12 @@ class SourcesPanel(QGroupBox):
 
     def _show_expert(self) -> None:
         """The expert choice is offered when a model given is a two-expert folder (or a repo asked for one)."""
-        need = bool(self._experts()) or self.expert.currentText() != NO_EXPERT
-        self.expert.setVisible(need)
-        self.expert_label.setVisible(need)
+        self.offer_expert(bool(self._experts()) or self.expert.currentText() != NO_EXPERT)
 
-    def offer_expert(self) -> None:
-        """Show the expert choice (an inspection said the sources hold two experts)."""
-        self.expert.setVisible(True)
-        self.expert_label.setVisible(True)
+    def offer_expert(self, shown: bool = True) -> None:
+        """Show the expert choice (e.g. an inspection said the sources hold two experts), or hide it."""
+        self.expert.setVisible(shown)
+        self.expert_label.setVisible(shown)
 
     def _ready(self) -> bool:
         base, target, lora = self.values()
@@ -332,8 +349,6 @@ class SourcesPanel(QGroupBox):
         from . import theme
 
         c = theme.current()
-        if kind == "error" and "holds two experts" in text:     # e.g. a hub repo of a two-expert model
-            self.offer_expert()
         self.status.setText(text)
         self.status.setStyleSheet(f"QLabel {{ background: {c.error_bg}; color: {c.error_fg}; padding: 4px; "
                                   "border-radius: 3px; }" if kind == "error" else "")

@@ -54,6 +54,7 @@ class Job(QObject):
         self.throttle_s = throttle_s
         self.cancel_event = threading.Event()
         self.ended = threading.Event()      # set when run() is done with the job, whatever the outcome
+        self.error_setting: str | None = None   # the setting the CasaError it failed with names (before 'failed')
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -91,6 +92,7 @@ class Job(QObject):
             self.cancelled.emit()
         except CasaError as exc:
             log.warning("%s failed: %s", self.name, exc)
+            self.error_setting = exc.setting
             self.failed.emit(user_message(exc))
         except Exception as exc:  # a bug or an OS error: log the stack, show one line
             log.error("%s failed:\n%s", self.name, traceback.format_exc())

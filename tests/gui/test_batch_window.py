@@ -4,6 +4,8 @@ import time
 
 from tests.core import factories as fx
 
+from .conftest import convert
+
 
 def _inputs(tmp_path):
     t = fx.model_tensors(1, blocks=1)
@@ -85,6 +87,38 @@ def test_batch_queue_cancel_leaves_no_partial_file(window, qtbot, tmp_path, monk
     assert sorted(p.name for p in out.iterdir()) == ["batch-summary.json"]
     assert {bw.table.item(r, 2).text() for r in range(2)} == {"cancelled"}
     assert "nothing partial" in bw.note.text()
+
+
+def test_an_output_not_inspected_is_not_converted_later(window, qtbot, tmp_path, answers):
+    """Inspecting an output the main window does not take (the user keeps its converted layers, or a job
+    runs there) leaves nothing behind: a later inspection of other inputs converts nothing unasked."""
+    window.state.device = "cpu"
+    bw, _ = _batch_window(window, tmp_path)
+    with qtbot.waitSignal(bw.finished, timeout=60_000) as blocker:
+        assert bw.start()
+    assert blocker.args == ["succeeded"], bw.note.text()
+    qtbot.waitUntil(lambda: not bw.runner.busy, timeout=5_000)
+    ctl = window.controller
+    with qtbot.waitSignal(ctl.inspected, timeout=30_000):
+        window.open_demo()
+    qtbot.waitUntil(lambda: not ctl.runner.busy, timeout=30_000)
+    convert(window, qtbot)
+    demo = ctl.session.inputs
+    bw.table.selectRow(0)
+    answers.append(False)                   # keep the converted layers
+    assert not bw.inspect_selected()
+    assert answers.asked == ["Discard the converted layers?"] and ctl.session.inputs == demo
+    assert ctl.start_convert()              # a job runs in the main window
+    assert not bw.inspect_selected()
+    with qtbot.waitSignal(ctl.run_finished, timeout=60_000):
+        ctl.cancel()
+    qtbot.waitUntil(lambda: not ctl.runner.busy, timeout=5_000)
+    with qtbot.waitSignal(ctl.inspected, timeout=30_000) as blocker:
+        window.open_demo()
+    assert blocker.args == ["ok"]
+    qtbot.waitUntil(lambda: not ctl.runner.busy, timeout=30_000)
+    qtbot.wait(100)
+    assert not ctl.runner.busy and not ctl.session.results
 
 
 def test_batch_queue_says_what_is_missing(window):

@@ -89,3 +89,15 @@ def test_the_target_slot_is_remembered(window, tmp_path):
     again = GuiSettings.load(path)
     assert again.target_loras == [f"{DISTILL}:0.7"] and again.expert == "high" and again.target == ""
     assert json.loads(path.read_text())["target_loras"] == [f"{DISTILL}:0.7"]
+
+
+def test_set_entries_is_no_edit(window, qtbot):
+    """Entries set by the program (restored settings, a batch output, a file added) are not 'edited' again
+    when the field loses the focus; entries typed since are."""
+    slot = window.sources.stack
+    slot.set_entries([f"{DISTILL}:0.5"])
+    with qtbot.assertNotEmitted(slot.edited):
+        slot.edit.editingFinished.emit()
+    slot.edit.setText(f"{DISTILL}:0.25")
+    with qtbot.waitSignal(slot.edited, timeout=1_000):
+        slot.edit.editingFinished.emit()
